@@ -1,0 +1,3 @@
+from smmu_forensics.cli import main
+
+main()

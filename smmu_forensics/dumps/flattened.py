@@ -1,0 +1,127 @@
+"""makedumpfile's flattened format (``makedumpfile -F``, QEMU ``dump-guest-memory -z``).
+
+Layout (makedumpfile IMPLEMENTATION, makedumpfile.h ``struct makedumpfile_header`` and
+``struct makedumpfile_data_header``): a 4096-byte header, big-endian ``char signature[16] =
+"makedumpfile"``, ``int64 type = 1``, ``int64 version = 1``; then records ``{int64 offset;
+int64 buf_size}`` (big-endian) followed by ``buf_size`` bytes meaning "these bytes go at
+``offset`` of the real file"; ``offset = buf_size = -1`` ends the stream.  Records may be out of
+order and may overwrite earlier ones; unwritten ranges read as zero (as after ``makedumpfile
+-R``).  The records are indexed once; reads then go straight to the flattened file, so the user
+needs no conversion step.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from smmu_forensics.dumps.source import ByteSource, FileSource
+from smmu_forensics.errors import DumpError
+
+FLAT_SIGNATURE = b"makedumpfile"  # makedumpfile.h MAKEDUMPFILE_SIGNATURE
+FLAT_HEADER_SIZE = 4096  # makedumpfile.h MAX_SIZE_MDF_HEADER
+FLAT_TYPE_KDUMP = 1  # TYPE_FLAT_HEADER
+FLAT_VERSION = 1  # VERSION_FLAT_HEADER
+#: one record larger than this is treated as corrupt (makedumpfile writes at most a few MiB)
+MAX_RECORD = 1 << 32
+#: index size limit: 64 M records (~1.5 GiB of index) is far beyond any real dump
+MAX_RECORDS = 1 << 26
+
+
+def is_flattened(head: bytes) -> bool:
+    return head[:12] == FLAT_SIGNATURE and head[12:16] == b"\0\0\0\0"
+
+
+class FlatSource(ByteSource):
+    """The real (reassembled) file as a random-access source over a flattened stream."""
+
+    def __init__(self, src: FileSource, progress: Callable[[int, int], None] | None = None) -> None:
+        self.inner = src
+        self.name = src.name
+        head = src.pread_exact(0, 32, "flattened header")
+        if not is_flattened(head):
+            raise DumpError(src.name, "not a makedumpfile flattened file")
+        ftype, version = struct.unpack_from(">qq", head, 16)
+        if ftype != FLAT_TYPE_KDUMP or version != FLAT_VERSION:
+            raise DumpError(src.name, f"flattened header type {ftype} version {version}, expected 1 and 1")
+        self.truncated = False
+        self.records = 0
+        dst: list[int] = []
+        size: list[int] = []
+        srcoff: list[int] = []
+        pos = FLAT_HEADER_SIZE
+        total = src.size
+        mm = src.view(0, total) if total else None
+        unpack = struct.Struct(">qq").unpack_from
+        last_tick = time.monotonic()
+        while True:
+            if pos + 16 > total:
+                self.truncated = True
+                break
+            if mm is not None:
+                off, n = unpack(mm, pos)
+            else:
+                off, n = unpack(src.pread(pos, 16))
+            if off == -1 and n == -1:
+                break
+            if off < 0 or n < 0 or n > MAX_RECORD:
+                raise DumpError(src.name, f"flattened record at {pos:#x} is corrupt (offset {off}, size {n})")
+            if len(dst) >= MAX_RECORDS:
+                raise DumpError(src.name, f"more than {MAX_RECORDS} flattened records")
+            avail = min(n, total - pos - 16)
+            if avail > 0:
+                dst.append(off)
+                size.append(avail)
+                srcoff.append(pos + 16)
+            if avail < n:
+                self.truncated = True
+                break
+            pos += 16 + n
+            if progress is not None and (len(dst) & 0xFFF) == 0:
+                now = time.monotonic()
+                if now - last_tick > 0.1:
+                    progress(pos, total)
+                    last_tick = now
+        if mm is not None:
+            mm.release()
+        if progress is not None:
+            progress(total, total)
+        self.records = len(dst)
+        order = np.argsort(np.asarray(dst, dtype=np.int64), kind="stable")
+        self._start = np.asarray(dst, dtype=np.int64)[order]
+        self._size = np.asarray(size, dtype=np.int64)[order]
+        self._src = np.asarray(srcoff, dtype=np.int64)[order]
+        self._order = order.astype(np.int64)  # write order: later records win
+        ends = self._start + self._size
+        self._prefmax = np.maximum.accumulate(ends) if len(ends) else ends
+        self._starts_list = self._start.tolist()
+        self._prefmax_list = self._prefmax.tolist()
+        self.size = int(ends.max()) if len(ends) else 0
+        self._overlaps = bool(len(ends) > 1 and np.any(self._start[1:] < self._prefmax[:-1]))
+
+    def pread(self, offset: int, size: int) -> bytes:
+        if size <= 0 or offset < 0 or offset >= self.size:
+            return b""
+        end = min(offset + size, self.size)
+        j = bisect.bisect_left(self._starts_list, end)
+        i = bisect.bisect_right(self._prefmax_list, offset)
+        if not self._overlaps and j - i == 1:
+            s = self._starts_list[i]
+            if s <= offset and s + int(self._size[i]) >= end:
+                return self.inner.pread(int(self._src[i]) + offset - s, end - offset)
+        buf = bytearray(end - offset)
+        cand = [k for k in range(i, j) if self._starts_list[k] + int(self._size[k]) > offset]
+        cand.sort(key=lambda k: int(self._order[k]))
+        for k in cand:
+            s = self._starts_list[k]
+            a = max(s, offset)
+            b = min(s + int(self._size[k]), end)
+            buf[a - offset : b - offset] = self.inner.pread(int(self._src[k]) + a - s, b - a)
+        return bytes(buf)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -1,0 +1,171 @@
+"""Segment-mapped memory: physical ranges backed by runs of a file (ELF, LiME, raw).
+
+Each :class:`Segment` says "physical ``[paddr, paddr+memsz)`` is at file offset ``offset`` for
+its first ``filesz`` bytes"; bytes past ``filesz`` are excluded by the dumper, bytes past the
+end of the file are lost (truncated file).  Overlapping segments (the kernel-text PT_LOAD of a
+vmcore overlaps a RAM PT_LOAD) are resolved once, larger segment first.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from smmu_forensics.dumps.base import (
+    DumpInfo,
+    Hole,
+    MemRange,
+    PageState,
+    PartialRead,
+    PhysicalMemory,
+    merge_ranges,
+)
+from smmu_forensics.dumps.source import ByteSource
+
+#: A read larger than this is refused (bounded memory whatever a caller asks).
+MAX_READ = 1 << 30
+
+
+@dataclass(frozen=True)
+class Segment:
+    paddr: int
+    memsz: int
+    offset: int  # file offset of paddr
+    filesz: int  # bytes present in the file (<= memsz)
+    excluded_reason: str = "excluded by the dumper (p_filesz < p_memsz)"
+
+    @property
+    def end(self) -> int:
+        return self.paddr + self.memsz
+
+
+def _disjoint(segs: list[Segment]) -> list[Segment]:
+    """Clip overlaps: a larger segment keeps the overlapping bytes (kernel text vs RAM)."""
+    segs = sorted((s for s in segs if s.memsz > 0), key=lambda s: (s.paddr, -s.memsz))
+    if all(a.end <= b.paddr for a, b in zip(segs, segs[1:])):
+        return segs
+    kept: list[Segment] = []
+    for s in sorted(segs, key=lambda s: -s.memsz):
+        pieces = [(s.paddr, s.end)]
+        for k in kept:
+            nxt = []
+            for a, b in pieces:
+                if k.end <= a or k.paddr >= b:
+                    nxt.append((a, b))
+                    continue
+                if a < k.paddr:
+                    nxt.append((a, k.paddr))
+                if k.end < b:
+                    nxt.append((k.end, b))
+            pieces = nxt
+        for a, b in pieces:
+            delta = a - s.paddr
+            kept.append(
+                Segment(a, b - a, s.offset + delta, max(0, min(s.filesz - delta, b - a)), s.excluded_reason)
+            )
+    return sorted(kept, key=lambda s: s.paddr)
+
+
+class SegmentMemory(PhysicalMemory):
+    """Physical memory backed by file segments (base class of ELF, LiME and raw layers)."""
+
+    def __init__(self, src: ByteSource, segments: list[Segment], page_size: int = 4096) -> None:
+        self.src = src
+        self.path = src.name
+        self.page_size = page_size
+        self.segments = _disjoint(segments)
+        self._starts = [s.paddr for s in self.segments]
+
+    # -- lookups -----------------------------------------------------------------------------
+    def _find(self, addr: int) -> Segment | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self.segments[i].end:
+            return self.segments[i]
+        return None
+
+    def _state_at(self, addr: int) -> tuple[PageState, int, str]:
+        """(state, end of the run with that state, reason) for the byte at ``addr``."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i < 0 or addr >= self.segments[i].end:
+            nxt = self._starts[i + 1] if i + 1 < len(self._starts) else 1 << 64
+            return PageState.ABSENT, nxt, "outside every range of the dump"
+        s = self.segments[i]
+        delta = addr - s.paddr
+        if delta >= s.filesz:
+            return PageState.EXCLUDED, s.end, s.excluded_reason
+        file_end = s.offset + s.filesz
+        if s.offset + delta >= self.src.size:
+            return PageState.LOST, s.end, f"file ends at {self.src.size:#x}: truncated"
+        run_end = s.paddr + min(s.filesz, self.src.size - s.offset)
+        if file_end > self.src.size:
+            return PageState.PRESENT, run_end, ""
+        return PageState.PRESENT, s.paddr + s.filesz, ""
+
+    def read_partial(self, addr: int, size: int) -> PartialRead:
+        if size < 0 or size > MAX_READ:
+            raise ValueError(f"read of {size} bytes refused (limit {MAX_READ})")
+        out = bytearray(size)
+        holes: list[Hole] = []
+        pos = addr
+        end = addr + size
+        while pos < end:
+            state, run_end, reason = self._state_at(pos)
+            n = min(end, run_end) - pos
+            if state is PageState.PRESENT:
+                s = self._find(pos)
+                assert s is not None
+                b = self.src.pread(s.offset + (pos - s.paddr), n)
+                out[pos - addr : pos - addr + len(b)] = b
+                if len(b) < n:  # cannot happen unless the file shrank under us
+                    holes.append(Hole(pos + len(b), pos + n, PageState.LOST, "short read"))
+            else:
+                if holes and holes[-1].end == pos and holes[-1].state == state:
+                    holes[-1] = Hole(holes[-1].start, pos + n, state, reason)
+                else:
+                    holes.append(Hole(pos, pos + n, state, reason))
+            pos += n
+        return PartialRead(addr, bytes(out), holes)
+
+    def page_state(self, addr: int) -> PageState:
+        return self._state_at(addr)[0]
+
+    def ranges(self) -> list[MemRange]:
+        out: list[MemRange] = []
+        for s in self.segments:
+            pos = s.paddr
+            while pos < s.end:
+                state, run_end, _ = self._state_at(pos)
+                run_end = min(run_end, s.end)
+                out.append(MemRange(pos, run_end, state))
+                pos = run_end
+        return merge_ranges(out)
+
+    def _page_counts(self) -> dict[str, int | None]:
+        counts: dict[str, int | None] = {s.value: 0 for s in PageState if s is not PageState.ABSENT}
+        counts[PageState.ZERO.value] = None  # a segment dump does not mark zero pages
+        ps = self.page_size
+        for r in self.ranges():
+            n = (r.end + ps - 1) // ps - r.start // ps
+            key = r.state.value
+            counts[key] = (counts.get(key) or 0) + n
+        return counts
+
+    def _base_info(self, fmt: str, codec: str | None = None) -> DumpInfo:
+        rs = self.ranges()
+        lost = [r for r in rs if r.state is PageState.LOST]
+        reasons = [f"file ends at {self.src.size:#x} before the data of {len(lost)} range(s)"] if lost else []
+        return DumpInfo(
+            path=self.path,
+            format=fmt,
+            codec=codec,
+            page_size=self.page_size,
+            ranges=rs,
+            pages=self._page_counts(),
+            incomplete=bool(lost),
+            incomplete_reasons=reasons,
+            vmcoreinfo=self.vmcoreinfo(),
+            notes=[],
+        )
+
+    def close(self) -> None:
+        self.src.close()

@@ -1,0 +1,129 @@
+"""Byte sources: where a dump format's bytes come from.
+
+A format layer reads its file through a :class:`ByteSource` (``pread`` by offset), so the same
+ELF or kdump reader works on a plain file (memory-mapped, read-only) and on makedumpfile's
+flattened stream (indexed once, see :mod:`smmu_forensics.dumps.flattened`).
+"""
+
+from __future__ import annotations
+
+import io
+import mmap
+import os
+
+from smmu_forensics.errors import DumpError
+
+
+class ByteSource:
+    """Random access to a byte string of known logical ``size``."""
+
+    name: str = "?"
+    size: int = 0
+
+    def pread(self, offset: int, size: int) -> bytes:  # pragma: no cover - interface
+        """Up to ``size`` bytes at ``offset``; fewer only at the end of the source."""
+        raise NotImplementedError
+
+    def pread_exact(self, offset: int, size: int, what: str) -> bytes:
+        """Exactly ``size`` bytes or a one-line :class:`DumpError` naming ``what``."""
+        if offset < 0 or size < 0:
+            raise DumpError(self.name, f"{what}: negative offset or size")
+        b = self.pread(offset, size)
+        if len(b) != size:
+            raise DumpError(
+                self.name,
+                f"{what} at offset {offset:#x} (+{size:#x}) is past the end of the file "
+                f"({self.size:#x} bytes): file truncated",
+            )
+        return b
+
+    def close(self) -> None:
+        pass
+
+    def fileobj(self) -> io.RawIOBase:
+        """A read-only seekable file object over this source (for pyelftools)."""
+        return _SourceIO(self)
+
+
+class FileSource(ByteSource):
+    """A regular file, opened read-only and memory-mapped when possible."""
+
+    def __init__(self, path: str) -> None:
+        self.name = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise DumpError(path, f"cannot open: {exc.strerror}") from None
+        try:
+            st = os.fstat(self._fd)
+            self.size = st.st_size
+            self._mm: mmap.mmap | None = None
+            if self.size > 0:
+                try:
+                    self._mm = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+                except (OSError, ValueError):
+                    self._mm = None  # a pipe or special file: fall back to pread
+        except OSError as exc:
+            os.close(self._fd)
+            raise DumpError(path, f"cannot read: {exc.strerror}") from None
+
+    def pread(self, offset: int, size: int) -> bytes:
+        if size <= 0 or offset >= self.size or offset < 0:
+            return b""
+        if self._mm is not None:
+            return self._mm[offset : offset + size]
+        return os.pread(self._fd, size, offset)
+
+    def view(self, offset: int, size: int) -> memoryview | None:
+        """A zero-copy view (mmap) of ``[offset, offset+size)`` if fully inside the file."""
+        if self._mm is None or offset < 0 or offset + size > self.size:
+            return None
+        return memoryview(self._mm)[offset : offset + size]
+
+    def close(self) -> None:
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass  # a view is still alive; the mapping goes with the process
+            self._mm = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _SourceIO(io.RawIOBase):
+    def __init__(self, src: ByteSource) -> None:
+        self._src = src
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 0:
+            self._pos = offset
+        elif whence == 1:
+            self._pos += offset
+        else:
+            self._pos = self._src.size + offset
+        self._pos = max(self._pos, 0)
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = max(self._src.size - self._pos, 0)
+        b = self._src.pread(self._pos, size)
+        self._pos += len(b)
+        return b
+
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+        b = self.read(len(buf))
+        buf[: len(b)] = b
+        return len(b)
