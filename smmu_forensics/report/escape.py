@@ -1,0 +1,29 @@
+"""Escaping text that came from a dump (or a register file) before it reaches a terminal,
+Rich markup or Markdown.  A compromised machine can plant escape sequences in VMCOREINFO,
+utsname or file names; none of them may reach the reader's terminal or a bug tracker unescaped.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
+
+
+def clean(text: object) -> str:
+    """Printable text: control characters (ESC, CR, bidi overrides ...) become \\xNN escapes."""
+    s = str(text)
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", s)
+
+
+def md(text: object) -> str:
+    """Text safe inside Markdown (also in a table cell)."""
+    return _MD_SPECIAL.sub(r"\\\1", clean(text)).replace("\n", " ")
+
+
+def markup(text: object) -> str:
+    """Text safe inside Rich markup."""
+    from rich.markup import escape
+
+    return escape(clean(text))

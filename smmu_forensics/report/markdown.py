@@ -1,0 +1,85 @@
+"""Markdown renderer, for bug trackers.  Every value goes through :func:`escape.md`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smmu_forensics.report.escape import md
+
+LABEL = {"adopt": "**ADOPT**", "reset": "**FULL RESET**", "no-adopt": "**NO ADOPTION ATTEMPTED**", "unknown": "**UNKNOWN**"}
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(md(c) if not (isinstance(c, str) and c.startswith("**")) else c for c in cells) + " |"
+
+
+def render(report: dict[str, Any]) -> str:
+    out: list[str] = ["# smmu-forensics report", ""]
+    d = report.get("dump")
+    if d:
+        out.append(f"Dump `{md(d['path'])}`: {md(d['format'])}, page size {d['page_size']}"
+                   + (f", kernel {md(d['osrelease'])}" if d.get("osrelease") else "") + ".")
+        out.append("")
+    for s in report["smmus"]:
+        out += _smmu(s)
+    out.append(f"_{md(report['tool'])}, schema {report['schema_version']}, exit code {report['exit_code']}_")
+    return "\n".join(out) + "\n"
+
+
+def _smmu(s: dict[str, Any]) -> list[str]:
+    o = [f"## SMMU {md(s['name'])}", ""]
+    f = s["features"]
+    o.append(f"Coherent: {md(f['coherent'])} ({md(f['coherent_basis'])}). SIDSIZE {md(f['sid_bits'])}, "
+             f"SSIDSIZE {md(f['ssid_bits'])}, 2-level capable: {md(f['feat_2lvl_strtab'])}.")
+    o += ["", "### Verdicts", "", "| ruleset | decision | rule | errno | kernel message |", "|---|---|---|---|---|"]
+    for name, v in s["verdicts"].items():
+        msg = v["message"] or v["detail"] or ("needs: " + "; ".join(v["unknown"]) if v["unknown"] else "")
+        if v["decision"] == "adopt" and v["kernel_log"]:
+            msg = v["kernel_log"][0]
+        o.append(_row(name, LABEL[v["decision"]], v["rule"] or "-", f"-{v['errno_name']}" if v["errno_name"] else "-", msg))
+    for name, v in s["verdicts"].items():
+        if v["decision"] == "reset" and v["detail"]:
+            o.append(f"\n{md(name)}: {md(v['detail'])}")
+        for n in v["notes"]:
+            o.append(f"\n{md(name)} note: {md(n)}")
+    t = s["table"]
+    o += ["", "### Stream table", ""]
+    if not t.get("format"):
+        o.append(f"Not walked: {md(t.get('why'))}.")
+        return o + [""]
+    o.append(f"{md(t['format'])}, base `{md(t['base'])}`{' (RA)' if t['ra'] else ''}, LOG2SIZE {t['log2size']}, SPLIT {t['split']}"
+             + (f", {t['n_l1']} L1 descriptors." if t["format"] == "2lvl" else f", {t['n_ste']} STEs."))
+    for why in t["truncated"]:
+        o.append(f"\n**Partial:** {md(why)}")
+    if t["l1"]:
+        names = list(s["verdicts"])
+        o += ["", "| L1 | raw | span | L2Ptr | status | L2 in dump | " + " | ".join(md(n) for n in names) + " |",
+              "|---|---|---|---|---|---|" + "---|" * len(names)]
+        res = {n: {r["index"]: r for r in v["l1"]} for n, v in s["verdicts"].items()}
+        for e in t["l1"][:256]:
+            cells = [e["index"], e["raw"] or "?", e["span"], e["l2ptr"] or "?", e["status"], e["l2_in_dump"]]
+            for n in names:
+                r = res[n].get(e["index"])
+                cells.append((r["result"] + (f" {r['rule']}" if r["rule"] else "")) if r else "-")
+            o.append(_row(*cells))
+    sm = t["ste_summary"]
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(sm["by_config"].items()))
+    o += ["", f"STEs: {sm['walked']} walked, {sm['valid']} valid ({md(counts or 'none')}); listed: {sm['listed']} ({md(sm['listing'])})."]
+    if t["stes"]:
+        o += ["", "| SID | address | config | raw (first 16 bytes) |", "|---|---|---|---|"]
+        for e in t["stes"][:256]:
+            o.append(_row(e["sid_hex"], e["addr"], e["config"] or "not in dump", (e["raw"] or "")[:32]))
+        if len(t["stes"]) > 256:
+            o.append(f"\n... {len(t['stes']) - 256} more STEs (see --format json)")
+    if s["dma"]:
+        o += ["", "### What in-flight DMA can reach", "", "| SIDs | CD | ASID | TTB0 | mappings | writable | problems |", "|---|---|---|---|---|---|---|"]
+        for r in s["dma"][:64]:
+            o.append(_row(", ".join(r["sids"][:6]), r["cd"], r["asid"], r["ttb0"], r["n_leaves"], r["writable_leaves"], len(r["problems"])))
+    o += ["", "### Findings", ""]
+    if not s["findings"]:
+        o.append("None.")
+    else:
+        o += ["| severity | id | where | message |", "|---|---|---|---|"]
+        for fd in s["findings"]:
+            o.append(_row(fd["severity"], fd["id"], fd["where"], fd["message"]))
+    return o + [""]

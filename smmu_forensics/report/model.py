@@ -1,0 +1,279 @@
+"""The report model: plain JSON-ready data that every renderer reads and none recomputes.
+
+``inspect_smmu()`` runs the layers below (table walk, rules, findings) for one SMMU and returns
+its part of the report; ``build()`` assembles the whole report.  The JSON output *is* this model
+(see ``schema.json`` beside this file; ``schema_version`` changes when a documented key changes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from smmu_forensics import __version__
+from smmu_forensics.dumps.base import PhysicalMemory
+from smmu_forensics.errors import EXIT_OK, EXIT_REJECTED, EXIT_UNKNOWN
+from smmu_forensics.rules import findings as F
+from smmu_forensics.rules.engine import Verdict, evaluate
+from smmu_forensics.rules.versions import VERSIONS
+from smmu_forensics.smmu import fields as L
+from smmu_forensics.smmu import schemas
+from smmu_forensics.smmu.registers import Registers
+from smmu_forensics.smmu.table import StreamTable, walk
+
+SCHEMA_VERSION = 1
+CONFIG_NAMES = {0: "abort", 1: "reserved", 2: "reserved", 3: "reserved", 4: "bypass", 5: "s1", 6: "s2", 7: "nested"}
+
+
+def hx(v: int | None) -> str | None:
+    return None if v is None else f"{v:#x}"
+
+
+def decode_registers(regs: Registers) -> dict[str, dict[str, Any]]:
+    """Every named field of every register given (reserved bits only when set)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, lay in L.REGISTER_LAYOUTS.items():
+        val = regs.get(name)
+        if val is None:
+            continue
+        d = schemas.parse_word(lay, val)
+        fields: dict[str, Any] = {}
+        for f in lay.fields:
+            x = d[f.name]
+            if f.reserved and not x:
+                continue
+            m = f.meaning(x)
+            fields[f.name] = {"value": hx(x) if f.addr else x, **({"meaning": m} if m else {})}
+        out[name] = {"raw": hx(val), "fields": fields}
+    return out
+
+
+def decode_struct(lay: L.Layout, words: list[int], all_fields: bool = False) -> dict[str, Any]:
+    raw = b"".join(int(w).to_bytes(8, "little") for w in words)
+    d = schemas.parse(lay, raw)
+    out: dict[str, Any] = {}
+    for f in lay.fields:
+        x = d[f.name]
+        if (f.reserved or not all_fields) and not x:
+            continue
+        m = f.meaning(x)
+        out[f.name] = {"value": hx(x) if f.addr or x > 0xFFFF else x, **({"meaning": m} if m else {})}
+    return out
+
+
+def ste_entry(t: StreamTable, k: int, full: bool = False) -> dict[str, Any]:
+    words = [int(x) for x in t.words[k]]
+    raw = b"".join(w.to_bytes(8, "little") for w in words)
+    cfg = (words[0] >> 1) & 7
+    e: dict[str, Any] = {
+        "sid": int(t.sids[k]),
+        "sid_hex": hx(int(t.sids[k])),
+        "addr": hx(int(t.addrs[k])),
+        "in_dump": bool(t.known[k]),
+        "raw": raw.hex() if t.known[k] else None,
+        "valid": bool(words[0] & 1) if t.known[k] else None,
+        "config": CONFIG_NAMES[cfg] if t.known[k] else None,
+        "config_raw": cfg if t.known[k] else None,
+    }
+    if t.known[k] and (words[0] & 1 or full):
+        e["fields"] = decode_struct(L.STE, words, all_fields=full)
+    return e
+
+
+def table_model(t: StreamTable, list_all: bool) -> dict[str, Any]:
+    g = t.geometry
+    valid = t.valid()
+    cfg = t.configs()
+    by_cfg: dict[str, int] = {}
+    for c, n in zip(*np.unique(cfg[valid], return_counts=True)):
+        name = CONFIG_NAMES[int(c)]
+        by_cfg[name] = by_cfg.get(name, 0) + int(n)
+    if list_all:
+        listed = np.arange(len(t.sids))
+    else:
+        listed = np.flatnonzero(valid & (cfg != L.STE_CFG_ABORT))
+    return {
+        "format": g.format,
+        "fmt_raw": g.fmt,
+        "base": hx(g.base),
+        "base_register": hx(g.base_raw),
+        "ra": g.ra,
+        "cfg_register": hx(g.cfg_raw),
+        "log2size": g.log2size,
+        "split": g.split,
+        "effective_log2size": g.eff_log2size,
+        "n_l1": g.n_l1 if g.fmt == 1 else None,
+        "l1_bytes": g.l1_bytes if g.fmt == 1 else None,
+        "n_ste": g.n_ste if g.fmt != 1 else None,
+        "l1": [
+            {
+                "index": e.index,
+                "raw": hx(e.raw),
+                "span": e.span if e.raw is not None else None,
+                "l2ptr": hx(e.l2ptr) if e.raw is not None else None,
+                "status": e.status,
+                "n_stes": e.n_stes,
+                "first_sid": hx(e.index << g.eff_split),
+                "l2_in_dump": e.l2_state,
+                "alias_of": e.alias_of,
+            }
+            for e in t.l1
+        ],
+        "ste_summary": {
+            "walked": int(len(t.sids)),
+            "in_dump": int(t.known.sum()),
+            "valid": int(valid.sum()),
+            "by_config": by_cfg,
+            "listed": int(len(listed)),
+            "listing": "all" if list_all else "valid, config not abort",
+        },
+        "stes": [ste_entry(t, int(k)) for k in listed],
+        "truncated": list(t.truncated),
+        "cd_tables": [
+            {
+                "addr": hx(ptr),
+                "s1fmt": fmt,
+                "s1cdmax": cdmax,
+                "cds_nonzero": int(len(ct.ssids)),
+                "in_dump": not ct.holes,
+                "not_read": ct.not_read or None,
+            }
+            for (ptr, fmt, cdmax), ct in sorted(t.cd_tables.items())
+        ],
+    }
+
+
+def verdict_model(rs_name: str, v: Verdict) -> dict[str, Any]:
+    return {
+        "ruleset": rs_name,
+        "title": VERSIONS[rs_name].title,
+        "decision": v.decision,
+        "rule": v.rule,
+        "errno": v.errno,
+        "errno_name": v.errno_name,
+        "message": v.message,
+        "level": v.level,
+        "detail": v.detail,
+        "kernel_log": v.kernel_log,
+        "l1": [{"index": r.index, "result": r.result, "rule": r.rule, "message": r.message} for r in v.l1],
+        "trail": [{"rule": s.rule, "outcome": s.outcome, "detail": s.detail} for s in v.trail],
+        "unknown": v.unknown,
+        "notes": v.notes,
+    }
+
+
+def sid_detail(mem: PhysicalMemory, t: StreamTable, sid: int, regs: Registers) -> dict[str, Any]:
+    k = t.find_sid(sid)
+    if k is None:
+        return {"sid": sid, "found": False, "why": "SID outside the walked table (no L1 entry, or beyond the table)"}
+    e = ste_entry(t, k, full=True)
+    e["found"] = True
+    words = [int(x) for x in t.words[k]]
+    cfg = (words[0] >> 1) & 7
+    if t.known[k] and words[0] & 1 and cfg in (L.STE_CFG_S1, L.STE_CFG_NESTED):
+        key = (words[0] & L.LINUX_STE_S1CTXPTR_MASK, (words[0] >> 4) & 3, words[0] >> 59)
+        ct = t.cd_tables.get(key)
+        cds = []
+        if ct is not None:
+            for j in range(min(len(ct.words), 64)):
+                cw = [int(x) for x in ct.words[j]]
+                cds.append({
+                    "ssid": int(ct.ssids[j]),
+                    "addr": hx(int(ct.addrs[j])),
+                    "raw": b"".join(x.to_bytes(8, "little") for x in cw).hex(),
+                    "fields": decode_struct(L.CD, cw, all_fields=True),
+                })
+        e["cd_table"] = {
+            "addr": hx(key[0]),
+            "not_read": ct.not_read if ct else "not read",
+            "l1cd": [{"index": i, "raw": hx(r), "status": s} for i, r, s in (ct.l1 if ct else [])],
+            "cds": cds,
+            "holes": [{"start": hx(h.start), "end": hx(h.end), "state": h.state.value} for h in (ct.holes if ct else [])],
+        }
+    return e
+
+
+def dma_model(reach: list[F.DmaReach]) -> list[dict[str, Any]]:
+    out = []
+    for r in reach:
+        w = r.walk
+        out.append({
+            "kind": r.kind,
+            "sids": [hx(s) for s in r.sids[:64]],
+            "n_sids": len(r.sids),
+            "cd": hx(r.cd_addr),
+            "asid": r.asid,
+            "ttb0": hx(r.ttb),
+            "granule": w.granule if w else None,
+            "start_level": w.start_level if w else None,
+            "tables": [{"level": lv, "pa": hx(pa)} for lv, pa in (w.tables[:64] if w else [])],
+            "n_tables": len(w.tables) if w else 0,
+            "n_leaves": w.n_leaves if w else 0,
+            "mapped_bytes": w.mapped_bytes if w else 0,
+            "writable_leaves": sum(1 for x in w.leaves if x.writable) if w else 0,
+            "leaves": [{"iova": hx(x.iova), "pa": hx(x.pa), "size": x.size, "writable": x.writable} for x in (w.leaves[:32] if w else [])],
+            "problems": w.problems if w else [],
+        })
+    return out
+
+
+def inspect_smmu(mem: PhysicalMemory | None, regs: Registers, rulesets: list[str], list_all: bool = False,
+                 sid: int | None = None, max_stes: int | None = None) -> dict[str, Any]:
+    """Walk, judge and describe one SMMU."""
+    t = walk(mem, regs, **({"max_stes": max_stes} if max_stes else {})) if mem is not None else None
+    verdicts = {name: evaluate(VERSIONS[name], regs, t) for name in rulesets}
+    finds, reach = F.find(mem, regs, t)
+    m: dict[str, Any] = {
+        "name": regs.name,
+        "registers": regs.json(),
+        "decoded_registers": decode_registers(regs),
+        "features": {
+            "sid_bits": regs.sid_bits,
+            "ssid_bits": regs.ssid_bits,
+            "asid_bits": regs.asid_bits,
+            "vmid_bits": regs.vmid_bits,
+            "feat_2lvl_strtab": regs.feat_2lvl,
+            "coherent": regs.coherent,
+            "coherent_basis": regs.coherent_basis,
+        },
+        "table": table_model(t, list_all) if t is not None else {"format": None, "why": "no STRTAB_BASE/STRTAB_BASE_CFG given" if mem is not None else "no dump"},
+        "verdicts": {name: verdict_model(name, v) for name, v in verdicts.items()},
+        "findings": [f.__dict__ for f in finds],
+        "dma": dma_model(reach),
+    }
+    if sid is not None and t is not None and mem is not None:
+        m["sid_detail"] = sid_detail(mem, t, sid, regs)
+    return m
+
+
+def exit_code(smmus: list[dict[str, Any]]) -> int:
+    decisions = [v["decision"] for s in smmus for v in s["verdicts"].values()]
+    if any(d in ("reset", "no-adopt") for d in decisions):
+        return EXIT_REJECTED
+    if any(d == "unknown" for d in decisions) or not decisions:
+        return EXIT_UNKNOWN
+    return EXIT_OK
+
+
+def dump_model(mem: PhysicalMemory | None) -> dict[str, Any] | None:
+    if mem is None:
+        return None
+    return {
+        "path": mem.path,
+        "format": mem.format_name,
+        "page_size": mem.page_size,
+        "osrelease": mem.vmcoreinfo().get("OSRELEASE"),
+    }
+
+
+def build(mem: PhysicalMemory | None, smmus: list[dict[str, Any]], rulesets: list[str]) -> dict[str, Any]:
+    code = exit_code(smmus)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": f"smmu-forensics {__version__}",
+        "dump": dump_model(mem),
+        "rulesets": rulesets,
+        "smmus": smmus,
+        "exit_code": code,
+    }

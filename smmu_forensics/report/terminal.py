@@ -1,0 +1,188 @@
+"""Terminal renderer (Rich).  Plain text when stdout is not a terminal or NO_COLOR is set.
+
+Reads the report model only; every string that came from a dump or a register file goes
+through :func:`escape.markup` or into a ``Text`` object, never into markup unescaped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from smmu_forensics.report.escape import clean
+
+DECISION_STYLE = {
+    "adopt": ("ADOPT", "bold green"),
+    "reset": ("FULL RESET", "bold red"),
+    "no-adopt": ("NO ADOPTION ATTEMPTED", "bold yellow"),
+    "unknown": ("UNKNOWN", "bold magenta"),
+}
+SEV_STYLE = {"critical": "bold red", "error": "red", "warning": "yellow", "info": "cyan"}
+L1_STYLE = {"accept": "green", "reject": "bold red", "fresh": "dim", "unknown": "magenta"}
+
+
+def T(s: object, style: str = "") -> Text:
+    return Text(clean(s), style=style)
+
+
+def render(report: dict[str, Any], console: Console) -> None:
+    d = report.get("dump")
+    if d:
+        console.print(T(f"dump: {d['path']}  ({d['format']}, page {d['page_size']}"
+                        + (f", {d['osrelease']}" if d.get("osrelease") else "") + ")", "dim"))
+    for s in report["smmus"]:
+        _smmu(s, console)
+
+
+def _smmu(s: dict[str, Any], c: Console) -> None:
+    c.rule(T(f"SMMU {s['name']}", "bold"))
+    regs = s["registers"]
+    origin = regs.get("origin")
+    feats = s["features"]
+    c.print(T(f"registers from {origin or 'command line'}; coherent={feats['coherent']} ({feats['coherent_basis']})", "dim"))
+
+    vt = Table(title="Would a kdump kernel adopt this stream table?", title_justify="left", expand=False)
+    vt.add_column("ruleset")
+    vt.add_column("decision")
+    vt.add_column("rule")
+    vt.add_column("errno")
+    vt.add_column("kernel message / why")
+    for name, v in s["verdicts"].items():
+        label, style = DECISION_STYLE[v["decision"]]
+        why = v["message"] or v["detail"] or ""
+        if v["decision"] == "unknown":
+            why = "needs: " + "; ".join(v["unknown"])
+        elif v["decision"] == "adopt":
+            why = v["kernel_log"][0].split(": ", 1)[-1] if v["kernel_log"] else ""
+        extra = f"\n{v['detail']}" if v["decision"] == "reset" and v["detail"] and v["message"] else ""
+        notes = "".join(f"\nnote: {n}" for n in v["notes"])
+        vt.add_row(T(name), T(label, style), T(v["rule"] or "-"), T(v["errno_name"] and f"-{v['errno_name']}" or "-"),
+                   T(f"{why}{extra}{notes}"))
+    c.print(vt)
+
+    t = s["table"]
+    if not t.get("format"):
+        c.print(T(f"table: not walked ({t.get('why')})", "yellow"))
+    else:
+        geo = f"table: {t['format']}  base {t['base']}{'  RA' if t['ra'] else ''}  LOG2SIZE {t['log2size']}  SPLIT {t['split']}"
+        if t["format"] == "2lvl":
+            geo += f"  {t['n_l1']} L1 descriptors ({t['l1_bytes']} bytes)"
+        else:
+            geo += f"  {t['n_ste']} STEs"
+        c.print(T(geo, "bold"))
+        for why in t["truncated"]:
+            c.print(T(f"partial: {why}", "yellow"))
+        if t["l1"]:
+            lt = Table(title="L1 descriptors (non-zero)", title_justify="left")
+            for col in ("index", "raw", "span", "L2Ptr", "SIDs", "status", "L2 in dump", *s["verdicts"].keys()):
+                lt.add_column(col)
+            res = {name: {r["index"]: r for r in v["l1"]} for name, v in s["verdicts"].items()}
+            for e in t["l1"][:256]:
+                first = int(e["first_sid"], 16)
+                cells = [T(e["index"]), T(e["raw"] or "?"), T(e["span"] if e["span"] is not None else "?"), T(e["l2ptr"] or "?"),
+                         T(f"{first:#x}-{first + max(e['n_stes'], 1) - 1:#x}" if e["n_stes"] else "-"),
+                         T(e["status"] + (f" (alias of L1[{e['alias_of']}])" if e["alias_of"] is not None else "")), T(e["l2_in_dump"])]
+                for name in s["verdicts"]:
+                    r = res[name].get(e["index"])
+                    cells.append(T(r["result"] + (f" {r['rule']}" if r["rule"] else ""), L1_STYLE.get(r["result"], "")) if r else T("-"))
+                lt.add_row(*cells)
+            if len(t["l1"]) > 256:
+                lt.add_row(T(f"... {len(t['l1']) - 256} more"), *[T("")] * (len(lt.columns) - 1))
+            c.print(lt)
+        sm = t["ste_summary"]
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(sm["by_config"].items()))
+        c.print(T(f"STEs: {sm['walked']} walked, {sm['in_dump']} in the dump, {sm['valid']} valid ({counts or 'none'}); "
+                  f"listing {sm['listed']} ({sm['listing']})"))
+        if t["stes"]:
+            st = Table(title="STEs", title_justify="left")
+            for col in ("SID", "address", "V", "config", "key fields"):
+                st.add_column(col)
+            for e in t["stes"][:512]:
+                f = e.get("fields", {})
+                keys = " ".join(f"{k}={v['value']}" for k, v in f.items() if k not in ("V", "CONFIG"))
+                st.add_row(T(e["sid_hex"]), T(e["addr"]), T("?" if e["valid"] is None else int(e["valid"])),
+                           T(e["config"] or "not in dump", "red" if e["config"] in ("bypass", "reserved") else ""), T(keys[:110]))
+            if len(t["stes"]) > 512:
+                st.add_row(T(f"... {len(t['stes']) - 512} more (use --format json)"), T(""), T(""), T(""), T(""))
+            c.print(st)
+    if "sid_detail" in s:
+        _sid(s["sid_detail"], c)
+    if s["dma"]:
+        dt = Table(title="What in-flight DMA can reach (stage-1 contexts)", title_justify="left")
+        for col in ("SIDs", "CD", "ASID", "TTB0", "tables", "mappings", "bytes", "writable", "problems"):
+            dt.add_column(col)
+        for r in s["dma"][:64]:
+            dt.add_row(T(", ".join(r["sids"][:6]) + ("..." if r["n_sids"] > 6 else "")), T(r["cd"]), T(r["asid"]), T(r["ttb0"]),
+                       T(r["n_tables"]), T(r["n_leaves"]), T(r["mapped_bytes"]), T(r["writable_leaves"]), T(len(r["problems"])))
+        c.print(dt)
+    if s["findings"]:
+        ft = Table(title="Findings (beyond the kernel's checks)", title_justify="left")
+        for col in ("severity", "id", "where", "message"):
+            ft.add_column(col)
+        for f in s["findings"]:
+            ft.add_row(T(f["severity"], SEV_STYLE.get(f["severity"], "")), T(f["id"]), T(f["where"]), T(f["message"]))
+        c.print(ft)
+    else:
+        c.print(T("findings: none", "green"))
+
+
+def _sid(d: dict[str, Any], c: Console) -> None:
+    c.rule(T(f"SID {d.get('sid_hex', d['sid'])}"))
+    if not d.get("found"):
+        c.print(T(d.get("why", "not found"), "yellow"))
+        return
+    c.print(T(f"STE at {d['addr']}: {d['raw']}"))
+    ft = Table(title="STE fields", title_justify="left")
+    for col in ("field", "value", "meaning"):
+        ft.add_column(col)
+    for k, v in d.get("fields", {}).items():
+        ft.add_row(T(k), T(v["value"]), T(v.get("meaning", "")))
+    c.print(ft)
+    cdt = d.get("cd_table")
+    if cdt:
+        c.print(T(f"CD table at {cdt['addr']}" + (f" ({cdt['not_read']})" if cdt["not_read"] else "")))
+        for cd in cdt["cds"][:8]:
+            t = Table(title=f"CD SSID {cd['ssid']} at {cd['addr']}", title_justify="left")
+            for col in ("field", "value", "meaning"):
+                t.add_column(col)
+            for k, v in cd["fields"].items():
+                t.add_row(T(k), T(v["value"]), T(v.get("meaning", "")))
+            c.print(t)
+
+
+def render_info(inf: dict[str, Any], c: Console) -> None:
+    c.print(T(f"{inf['path']}", "bold"))
+    c.print(T(f"format {inf['format']}, codec {inf['codec'] or 'none'}, page size {inf['page_size']}"))
+    if inf["incomplete"]:
+        for r in inf["incomplete_reasons"]:
+            c.print(T(f"INCOMPLETE: {r}", "bold red"))
+    pages = ", ".join(f"{k} {v if v is not None else 'not counted'}" for k, v in inf["pages"].items())
+    c.print(T(f"pages: {pages}"))
+    rt = Table(title="physical ranges", title_justify="left")
+    for col in ("start", "end", "size", "state"):
+        rt.add_column(col)
+    for r in inf["ranges"][:200]:
+        rt.add_row(T(r["start"]), T(r["end"]), T(_size(int(r["size"]))), T(r["state"]))
+    if len(inf["ranges"]) > 200:
+        rt.add_row(T(f"... {len(inf['ranges']) - 200} more"), T(""), T(""), T(""))
+    c.print(rt)
+    if inf["vmcoreinfo"]:
+        vt = Table(title="VMCOREINFO", title_justify="left")
+        vt.add_column("key")
+        vt.add_column("value")
+        for k, v in inf["vmcoreinfo"].items():
+            vt.add_row(T(k), T(v))
+        c.print(vt)
+    for k, v in inf["details"].items():
+        c.print(T(f"{k}: {v}", "dim"))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)

@@ -1,0 +1,89 @@
+"""L1 descriptor checks at adopt time, and the deferred per-SID outcome (adopt-rules.md 2.4, 2.7).
+
+Every L1 descriptor the kernel's loop visits (``num_l1_ents`` of them) gets a result:
+``accept`` (populated; its L2 is adopted when a device on that bus range is inserted), ``fresh``
+(skipped as unused; the kernel later allocates a fresh abort-filled L2 over it), ``reject``
+(the whole adoption fails) or ``unknown`` (the descriptor is not in the dump).  For a static image
+the deferred re-checks (DEF-SPAN, DEF-L2PTR) repeat what adopt already decided, so the deferred
+outcome of a SID is the result of its L1 entry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from smmu_forensics.rules.engine import Ctx, L1Result, Stop, pa
+from smmu_forensics.smmu import fields as L
+
+
+def l1_descriptors(ctx: Ctx) -> Stop | None:
+    g_fmt = (ctx.regs.get("strtab_base_cfg") or 0) >> 16 & 3
+    if g_fmt != 1:
+        return None
+    num = getattr(ctx, "num_l1", None)
+    t = ctx.table
+    if num is None:
+        return None
+    if t is None:
+        return ctx.unknown("L1-SPAN", "the dump (no memory to read the L1 table from)")
+    have = min(num, len(t.l1_raw))
+    raw = t.l1_raw[:have]
+    known = t.l1_known[:have]
+    span = (raw & np.uint64(L.LINUX_L1_DESC_SPAN_MASK)).astype(np.int64)
+    l2 = raw & np.uint64(L.LINUX_L1_DESC_L2PTR_MASK)
+    rule = np.full(have, "", dtype=object)
+    if ctx.rs.l1_null_reject:  # state A-E: span==0 is unused; then span, NULL, alignment
+        fresh = span == 0
+        bad_span = ~fresh & (span != L.STRTAB_SPLIT + 1)
+        null = ~fresh & ~bad_span & (l2 == 0)
+        misal = ~fresh & ~bad_span & ~null & ((l2 % np.uint64(L.STRTAB_L2_BYTES)) != 0)
+        rule[null] = "L1-L2PTR-NULL"
+        rule[misal] = "L1-L2PTR-ALIGN"
+    else:  # v3-v7: !span || !l2 -> skipped
+        fresh = (span == 0) | (l2 == 0)
+        bad_span = ~fresh & (span != L.STRTAB_SPLIT + 1)
+    rule[bad_span] = "L1-SPAN"
+    reject = (rule != "") & known
+    unknown = ~known
+    listed = np.flatnonzero((raw != 0) | unknown)
+    results = []
+    for i in listed.tolist():
+        if unknown[i]:
+            results.append(L1Result(i, "unknown", None, "descriptor not in the dump"))
+        elif reject[i]:
+            results.append(L1Result(i, "reject", str(rule[i]), _message(ctx, str(rule[i]), i, int(span[i]), int(l2[i]))))
+        elif fresh[i]:
+            results.append(L1Result(i, "fresh"))
+        else:
+            results.append(L1Result(i, "accept"))
+    ctx.v.l1 = results
+    if have < num:
+        ctx.v.l1.append(L1Result(have, "unknown", None, f"descriptors {have}..{num - 1} not walked"))
+    first_bad = int(np.flatnonzero(reject)[0]) if reject.any() else None
+    first_unknown = int(np.flatnonzero(unknown)[0]) if unknown.any() else (have if have < num else None)
+    if first_bad is not None:
+        r = str(rule[first_bad])
+        if first_unknown is not None and first_unknown < first_bad:
+            ctx.v.notes.append(
+                f"L1[{first_unknown}] precedes L1[{first_bad}] but is not in the dump: the kernel may have stopped there first"
+            )
+        args = _args(r, first_bad, int(span[first_bad]), int(l2[first_bad]))
+        return ctx.fail(r, "EINVAL", *args, detail=f"L1[{first_bad}] = {int(raw[first_bad]):#018x}")
+    if first_unknown is not None:
+        return ctx.unknown("L1-SPAN", f"L1 descriptors from index {first_unknown} are not in the dump")
+    n_acc = sum(1 for r_ in results if r_.result == "accept")
+    ctx.passed("L1-SPAN", f"{have} descriptors: {n_acc} populated and accepted, the rest unused")
+    return None
+
+
+def _args(rule: str, i: int, span: int, l2: int) -> tuple:
+    if rule == "L1-SPAN":
+        return (i, span, L.STRTAB_SPLIT + 1)
+    return (i, pa(l2))
+
+
+def _message(ctx: Ctx, rule: str, i: int, span: int, l2: int) -> str:
+    return ctx.rs.msg(rule, *_args(rule, i, span, l2))
+
+
+CHECKS = (l1_descriptors,)
