@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
+# inline Markdown: emphasis, code, links, HTML, table pipes, strike-through, entities
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~&])")
 
 
 def clean(text: object) -> str:
@@ -19,7 +20,8 @@ def clean(text: object) -> str:
 
 def md(text: object) -> str:
     """Text safe inside Markdown (also in a table cell)."""
-    return _MD_SPECIAL.sub(r"\\\1", clean(text)).replace("\n", " ")
+    out = _MD_SPECIAL.sub(r"\\\1", clean(text)).replace("\n", " ")
+    return "\\" + out if out[:1] in ("#", "+", "-", "=") else out
 
 
 def markup(text: object) -> str:

@@ -17,7 +17,7 @@ def render(report: dict[str, Any]) -> str:
     out: list[str] = ["# smmu-forensics report", ""]
     d = report.get("dump")
     if d:
-        out.append(f"Dump `{md(d['path'])}`: {md(d['format'])}, page size {d['page_size']}"
+        out.append(f"Dump {md(d['path'])}: {md(d['format'])}, page size {d['page_size']}"
                    + (f", kernel {md(d['osrelease'])}" if d.get("osrelease") else "") + ".")
         out.append("")
     for s in report["smmus"]:
@@ -47,7 +47,7 @@ def _smmu(s: dict[str, Any]) -> list[str]:
     if not t.get("format"):
         o.append(f"Not walked: {md(t.get('why'))}.")
         return o + [""]
-    o.append(f"{md(t['format'])}, base `{md(t['base'])}`{' (RA)' if t['ra'] else ''}, LOG2SIZE {t['log2size']}, SPLIT {t['split']}"
+    o.append(f"{md(t['format'])}, base {md(t['base'])}{' (RA)' if t['ra'] else ''}, LOG2SIZE {t['log2size']}, SPLIT {t['split']}"
              + (f", {t['n_l1']} L1 descriptors." if t["format"] == "2lvl" else f", {t['n_ste']} STEs."))
     for why in t["truncated"]:
         o.append(f"\n**Partial:** {md(why)}")

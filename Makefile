@@ -1,0 +1,58 @@
+# smmu-forensics: `make demo` and `make test` work on a fresh Debian machine with python3.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SAMPLE  := fixtures/qemu-panic-carved.elf
+SYNTH   := out/demo-rejected.elf
+
+.PHONY: setup system-deps demo test lint typecheck unit bench check-captures clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian packages the tests use: makedumpfile (a real producer of kdump files), zstd.
+# Installed when missing and we may (root); without them those tests skip.
+system-deps:
+	@if ! command -v makedumpfile >/dev/null 2>&1 || ! command -v zstd >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing makedumpfile and zstd (Debian packages)"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq makedumpfile zstd >/dev/null; \
+	  else echo "note: makedumpfile/zstd missing and not root: the tests that need them will skip"; fi; \
+	fi
+
+demo: $(STAMP)
+	@echo "== the real stream table carved from a QEMU arm64 guest (adopted by every ruleset)"
+	$(BIN)/smmu-forensics inspect $(SAMPLE) --rules all
+	@echo
+	@echo "== a synthesized dump whose L1[1] has span 5 (every ruleset resets the SMMU)"
+	@mkdir -p out
+	$(BIN)/smmu-forensics synth fixtures/scenarios/l1-span.yaml -o $(SYNTH) --format kdump-zlib > /dev/null
+	-$(BIN)/smmu-forensics inspect $(SYNTH) --rules all
+
+lint: $(STAMP)
+	$(BIN)/ruff check smmu_forensics tests bench tools
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP) system-deps
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_read.py
+	$(BIN)/python bench/bench_inspect.py
+
+check-captures: $(STAMP)
+	../shared/tools/check-captures .
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis
