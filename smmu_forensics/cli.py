@@ -242,13 +242,13 @@ def _render(report: dict[str, Any], fmt: str) -> None:
     if fmt == "json":
         _emit_json(report)
     elif fmt == "markdown":
-        from smmu_forensics.report.markdown import render
+        from smmu_forensics.report import markdown
 
-        sys.stdout.write(render(report))
+        sys.stdout.write(markdown.render(report))
     else:
-        from smmu_forensics.report.terminal import render
+        from smmu_forensics.report import terminal
 
-        render(report, _console())
+        terminal.render(report, _console())
 
 
 # -- inspect -------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from conftest import CAPTURE, capture_files, cli_json, needs_captures
+
 from smmu_forensics.dumps.base import PageState
 from smmu_forensics.dumps.sniff import open_dump
 
@@ -46,7 +46,7 @@ def test_same_bytes_from_every_format(truth, elf_capture):
         blob = [(r.data, [(h.start, h.end) for h in r.holes]) for r in got]
         if ref is None:
             ref = blob
-        for (a, n), (x, hx), (y, hy) in zip(addrs, ref, blob):
+        for (a, _n), (x, hx), (y, hy) in zip(addrs, ref, blob):
             if not hx and not hy:
                 assert x == y, (path, hex(a))
 

@@ -28,6 +28,7 @@ class PageState(str, Enum):
     EXCLUDED = "excluded"  # the dumper filtered it out (makedumpfile -d, p_filesz < p_memsz)
     ABSENT = "absent"  # outside every range the dump covers (a hole, MMIO, beyond RAM)
     LOST = "lost"  # the dump meant to hold it but the file is incomplete or truncated
+    CORRUPT = "corrupt"  # the dump stores it, but its data does not decode (bad compression, wrong size)
 
     @property
     def readable(self) -> bool:

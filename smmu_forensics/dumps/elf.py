@@ -31,10 +31,12 @@ class ElfMemory(SegmentMemory):
 
     def __init__(self, src: ByteSource, label: str = "elf") -> None:
         try:
-            elf = ELFFile(src.fileobj())
+            elf = ELFFile(src.fileobj())  # type: ignore[arg-type]
             hdr = elf.header
             if hdr["e_type"] != "ET_CORE":
                 raise DumpError(src.name, f"ELF file of type {hdr['e_type']}, not a core dump (ET_CORE)")
+            if hdr["e_phnum"] == 0xFFFF and (hdr["e_shoff"] == 0 or hdr["e_shnum"] == 0):
+                raise DumpError(src.name, "e_phnum is PN_XNUM (0xffff) but there is no section header 0 with the real count")
             nseg = elf.num_segments()
             if nseg > MAX_PHDRS:
                 raise DumpError(src.name, f"ELF header claims {nseg} program headers (limit {MAX_PHDRS})")
@@ -70,6 +72,8 @@ class ElfMemory(SegmentMemory):
             raise DumpError(src.name, f"malformed ELF core: {exc}") from None
         except Exception as exc:  # construct's StreamError & co from pyelftools on truncated input
             raise DumpError(src.name, f"malformed ELF core: {type(exc).__name__}: {exc}") from None
+        if not segs:
+            raise DumpError(src.name, "ELF core has no PT_LOAD segment with a physical address: no memory to read")
         super().__init__(src, segs, page_size=4096)
         self.format_name = f"elf{self.elf_class}"
         self._notes = [n for blob in note_blobs for n in _iter_notes(blob, self.little_endian)]

@@ -42,7 +42,7 @@ from smmu_forensics.dumps.codecs import (
     decompress_page,
 )
 from smmu_forensics.dumps.source import ByteSource
-from smmu_forensics.errors import CorruptPage, DumpError
+from smmu_forensics.errors import CorruptPage, DumpError  # noqa: F401
 
 KDUMP_SIGNATURES = (b"KDUMP   ", b"DISKDUMP")  # diskdump_mod.h KDUMP_SIGNATURE, DISK_DUMP_SIGNATURE
 
@@ -220,10 +220,13 @@ def parse_header(src: ByteSource) -> KdumpHeader:
         raise DumpError(
             src.name, f"kdump max_mapnr {max_mapnr:#x} exceeds what its bitmaps cover ({bitmap_bytes * 8:#x} pages)"
         )
-    pd_base = (1 + h.sub_hdr_size + h.bitmap_blocks) * bs
-    if pd_base > src.size:
+    # makedumpfile writes only the bitmap bytes that cover max_mapnr (a --split part with no pages
+    # ends inside its 2nd bitmap), so that is what must be in the file; descriptors past the end
+    # of the file are lost pages, reported per page.
+    needed_end = (1 + h.sub_hdr_size) * bs + bitmap_bytes + -(-max_mapnr // 8)
+    if needed_end > src.size:
         raise DumpError(
-            src.name, f"kdump bitmaps end at {pd_base:#x}, past the end of the file ({src.size:#x}): truncated or lying header"
+            src.name, f"kdump bitmaps end at {needed_end:#x}, past the end of the file ({src.size:#x}): truncated or lying header"
         )
     split = bool(sub and h.header_version >= 2 and sub.split)
     start_pfn, end_pfn = 0, max_mapnr
@@ -342,6 +345,8 @@ class KdumpMemory(PhysicalMemory):
         off, size, _ = d
         if off == 0:
             return PageState.LOST, "descriptor empty: dump incomplete", part, d
+        if size > self.page_size:
+            return PageState.CORRUPT, f"descriptor stores {size} bytes, more than block_size {self.page_size}", part, d
         if off + size > part.src.size:
             return PageState.LOST, f"page data past the end of the file ({part.src.size:#x}): truncated", part, d
         if off == part.zero_offset() and size == self.page_size:
@@ -358,13 +363,12 @@ class KdumpMemory(PhysicalMemory):
             return state, reason
         assert part is not None and d is not None
         off, size, flags = d
-        if size > self.page_size:
-            raise CorruptPage(f"{part.src.name}: page {pfn:#x} stores {size} bytes, more than block_size {self.page_size}")
+        where = f"physical {pfn << self._shift:#x}"
         data = part.src.pread(off, size)
         try:
             page = decompress_page(flags & COMPRESSED_MASK, data, self.page_size)
         except CorruptPage as exc:
-            raise CorruptPage(f"{part.src.name}: page at physical {pfn << self._shift:#x}: {exc}") from None
+            return PageState.CORRUPT, f"{where}: {exc}"
         self._cache[pfn] = page
         if len(self._cache) > self._cache_max:
             self._cache.popitem(last=False)

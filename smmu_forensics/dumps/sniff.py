@@ -152,7 +152,13 @@ def _layer_for(src: ByteSource, progress: Progress | None, depth: int = 0) -> Ph
     if is_flattened(head) and depth == 0 and isinstance(src, FileSource):
         cb = (lambda d, t: progress("indexing flattened file", d, t)) if progress else None
         flat = FlatSource(src, cb)
-        inner = _layer_for(flat, progress, depth + 1)
+        try:
+            inner = _layer_for(flat, progress, depth + 1)
+        except DumpError as exc:
+            if flat.truncated:
+                raise DumpError(src.name, f"flattened stream ends early ({flat.records} records, no end marker) "
+                                          f"and what it holds is unreadable: {exc.problem}") from None
+            raise
         if isinstance(inner, KdumpMemory):
             inner.flattened = True
             inner.format_name = "flattened+kdump"

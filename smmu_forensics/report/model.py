@@ -20,7 +20,7 @@ from smmu_forensics.rules.versions import VERSIONS
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import schemas
 from smmu_forensics.smmu.registers import Registers
-from smmu_forensics.smmu.table import StreamTable, walk
+from smmu_forensics.smmu.table import MAX_WALK_STES, StreamTable, walk
 
 SCHEMA_VERSION = 1
 CONFIG_NAMES = {0: "abort", 1: "reserved", 2: "reserved", 3: "reserved", 4: "bypass", 5: "s1", 6: "s2", 7: "nested"}
@@ -221,7 +221,7 @@ def dma_model(reach: list[F.DmaReach]) -> list[dict[str, Any]]:
 def inspect_smmu(mem: PhysicalMemory | None, regs: Registers, rulesets: list[str], list_all: bool = False,
                  sid: int | None = None, max_stes: int | None = None) -> dict[str, Any]:
     """Walk, judge and describe one SMMU."""
-    t = walk(mem, regs, **({"max_stes": max_stes} if max_stes else {})) if mem is not None else None
+    t = walk(mem, regs, max_stes=max_stes or MAX_WALK_STES) if mem is not None else None
     verdicts = {name: evaluate(VERSIONS[name], regs, t) for name in rulesets}
     finds, reach = F.find(mem, regs, t)
     m: dict[str, Any] = {

@@ -52,8 +52,13 @@ class _Out:
     def __init__(self) -> None:
         self.items: list[Finding] = []
         self._count: dict[str, int] = {}
+        self._seen: set[tuple[str, str, str]] = set()
 
     def add(self, fid: str, sev: str, where: str, msg: str) -> None:
+        key = (fid, where, msg)
+        if key in self._seen:
+            return
+        self._seen.add(key)
         n = self._count.get(fid, 0) + 1
         self._count[fid] = n
         if n <= MAX_PER_KIND:
@@ -175,7 +180,7 @@ def l1(t: StreamTable, out: _Out) -> None:
             if e.alias_of is None:
                 spans.append((a, b, e.index))
     spans.sort()
-    for (a1, b1, i1), (a2, b2, i2) in zip(spans, spans[1:]):
+    for (a1, b1, i1), (a2, _b2, i2) in zip(spans, spans[1:]):
         if a2 < b1:
             out.add("L1-L2-OVERLAP", "warning", f"L1[{i2}]", f"L2 table {a2:#x} overlaps L1[{i1}]'s L2 table {a1:#x}-{b1:#x}")
 

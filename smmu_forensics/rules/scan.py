@@ -43,7 +43,7 @@ def _cd_table_error(ctx: Ctx, ct: CdTable, asid_bits: int | None) -> tuple[str |
     """(rule, detail, unknown) for one CD table, first error in the kernel's order."""
     first: tuple[int, int, str, str] | None = None  # (l1 index, sub-order, rule, detail)
     if ct.s1fmt == L.STE_S1FMT_64K_L2 and ctx.rs.scan_l1cd:
-        for i, raw, status in ct.l1:
+        for i, raw, _status in ct.l1:
             if raw is None or not raw & 1:
                 continue
             l2 = raw & L.LINUX_L1CD_L2PTR_MASK

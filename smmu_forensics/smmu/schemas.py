@@ -11,7 +11,7 @@ from the top bit down; address fields keep their bit positions through an adapte
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from construct import BitsInteger, BitStruct, ByteSwapped, Construct, ExprAdapter, Struct
@@ -28,7 +28,7 @@ def _member(f: Field) -> Construct:
     return f.name / base
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(layout: Layout) -> Construct:
     """The Construct schema of a layout (cached)."""
     word_bits = 32 if layout.size == 4 else 64

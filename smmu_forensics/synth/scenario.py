@@ -244,10 +244,13 @@ def _build_table(img: MemoryImage, st: dict[str, Any], regs: dict[str, Any], ctx
             img.write(l2, bytes(block))
         for e in st.get("l1", []):
             idx = _int(e["index"], "l1.index")
-            raw = _int(e["raw"], "l1.raw") if "raw" in e else int.from_bytes(
-                build(L.L1STD, {"SPAN": _int(e.get("span", split + 1), "l1.span"), "L2PTR": _int(e.get("l2ptr", 0), "l1.l2ptr")}), "little")
-            img.write(base + 8 * idx, raw.to_bytes(8, "little"))
-            ctx["l1"][idx] = raw & L.LINUX_L1_DESC_L2PTR_MASK
+            if "raw" in e:
+                desc = _int(e["raw"], "l1.raw")
+            else:
+                fields_ = {"SPAN": _int(e.get("span", split + 1), "l1.span"), "L2PTR": _int(e.get("l2ptr", 0), "l1.l2ptr")}
+                desc = int.from_bytes(build(L.L1STD, fields_), "little")
+            img.write(base + 8 * idx, desc.to_bytes(8, "little"))
+            ctx["l1"][idx] = desc & L.LINUX_L1_DESC_L2PTR_MASK
     else:
         n = 1 << min(log2size, 20)
         block = bytearray(fill_ste * n)

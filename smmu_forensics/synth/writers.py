@@ -74,7 +74,10 @@ def _elf_runs(img: MemoryImage) -> list[tuple[int, int, int]]:
 
 def write_elf(img: MemoryImage, path: str, with_vmcoreinfo: bool = True) -> None:
     ps = img.page_size
-    notes = _note(b"VMCOREINFO", 0, vmcoreinfo_blob(img)) if with_vmcoreinfo else b""
+    # one CORE/NT_PRSTATUS (arm64 struct elf_prstatus is 392 bytes), as every vmcore has one per CPU
+    notes = _note(b"CORE", 1, bytes(392))
+    if with_vmcoreinfo:
+        notes += _note(b"VMCOREINFO", 0, vmcoreinfo_blob(img))
     segs = _elf_runs(img)
     phnum = 1 + len(segs)
     phoff = 64
@@ -158,7 +161,8 @@ def write_kdump(img: MemoryImage, path: str, codec: str = "zlib", dump_level: in
     offset_note = ps + sub_size
     offset_vmci = offset_note + 12 + 12  # nhdr + "VMCOREINFO\0" padded to 12
     sub_hdr_size = -(-(sub_size + len(note)) // ps)
-    half = -(-(-(-max_mapnr // 8)) // ps) * ps
+    bm_bytes = -(-max_mapnr // 8)  # one bit per PFN
+    half = -(-bm_bytes // ps) * ps  # each bitmap fills whole blocks
     bitmap_blocks = 2 * half // ps
     bm1 = bytearray(half)
     bm2 = bytearray(half)
