@@ -18,7 +18,7 @@ PFN n is number ``popcount(bitmap2[start_pfn .. n))``.  ``pd.offset == 0`` means
 from __future__ import annotations
 
 import struct
-from collections import OrderedDict
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +40,7 @@ from smmu_forensics.dumps.codecs import (
     DUMP_DH_COMPRESSED_INCOMPLETE,
     codec_name,
     decompress_page,
+    fast_decoders,
 )
 from smmu_forensics.dumps.source import ByteSource
 from smmu_forensics.errors import CorruptPage, DumpError  # noqa: F401
@@ -87,6 +88,7 @@ assert KdumpSubHeader64.sizeof() == 104
 
 PAGE_DESC = struct.Struct("<QIIQ")  # offset, size, flags, page_flags (diskdump_mod.h page_desc_t)
 PD_SIZE = PAGE_DESC.size  # 24
+_unpack_pd = PAGE_DESC.unpack_from
 
 MIN_BLOCK = 1 << 9
 MAX_BLOCK = 1 << 20  # 1 MiB: no architecture has larger pages
@@ -96,7 +98,8 @@ BITMAP_CHUNK = 1 << 20
 PAGE_CACHE_BYTES = 32 << 20
 #: info counts zero/lost pages by scanning descriptors only below this many descriptors
 MAX_DESC_SCAN = 1 << 23
-_POPCNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+_POPCNT_LIST = [bin(i).count("1") for i in range(256)]
+_POPCNT = np.array(_POPCNT_LIST, dtype=np.uint8)
 
 
 def is_kdump(head: bytes) -> bool:
@@ -109,29 +112,28 @@ class Bitmap:
     def __init__(self, src: ByteSource, offset: int, nbytes: int) -> None:
         self.src, self.offset, self.nbytes = src, offset, nbytes
         self._prefix: list[int] = [0]  # set bits before chunk k
-        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache: dict[int, tuple[bytes, array]] = {}
 
-    def _chunk(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _chunk(self, k: int) -> tuple[bytes, array]:
         hit = self._cache.get(k)
         if hit is not None:
-            self._cache.move_to_end(k)
             return hit
         start = k * BITMAP_CHUNK
-        raw = self.src.pread(self.offset + start, min(BITMAP_CHUNK, self.nbytes - start))
+        raw = self.src.pread(self.offset + start, max(0, min(BITMAP_CHUNK, self.nbytes - start)))
+        raw += bytes(max(0, min(BITMAP_CHUNK, self.nbytes - start) - len(raw)))  # unwritten tail reads as zero
         arr = np.frombuffer(raw, dtype=np.uint8)
-        cum = np.concatenate(([0], np.cumsum(_POPCNT[arr], dtype=np.int64)))
-        self._cache[k] = (arr, cum)
-        if len(self._cache) > 4:
-            self._cache.popitem(last=False)
-        return arr, cum
+        cum = array("q", np.concatenate(([0], np.cumsum(_POPCNT[arr], dtype=np.int64))).tobytes())
+        if len(self._cache) >= 8:
+            self._cache.clear()
+        self._cache[k] = (raw, cum)
+        return raw, cum
 
     def test(self, bit: int) -> bool:
         byte = bit >> 3
         if bit < 0 or byte >= self.nbytes:
             return False
-        arr, _ = self._chunk(byte // BITMAP_CHUNK)
-        i = byte % BITMAP_CHUNK
-        return i < len(arr) and bool((int(arr[i]) >> (bit & 7)) & 1)
+        raw, _ = self._chunk(byte // BITMAP_CHUNK)
+        return bool((raw[byte % BITMAP_CHUNK] >> (bit & 7)) & 1)
 
     def rank(self, bit: int) -> int:
         """Number of set bits strictly before ``bit``."""
@@ -141,12 +143,12 @@ class Bitmap:
         while len(self._prefix) <= k:
             kk = len(self._prefix) - 1
             _, cum = self._chunk(kk)
-            self._prefix.append(self._prefix[-1] + int(cum[-1]))
-        arr, cum = self._chunk(k)
+            self._prefix.append(self._prefix[-1] + cum[-1])
+        raw, cum = self._chunk(k)
         i = byte % BITMAP_CHUNK
-        n = self._prefix[k] + int(cum[i])
-        if bit & 7 and i < len(arr):
-            n += bin(int(arr[i]) & ((1 << (bit & 7)) - 1)).count("1")
+        n = self._prefix[k] + cum[i]
+        if bit & 7 and i < len(raw):
+            n += _POPCNT_LIST[raw[i] & ((1 << (bit & 7)) - 1)]
         return n
 
     def runs(self, nbits: int) -> list[tuple[int, int]]:
@@ -317,9 +319,27 @@ class KdumpMemory(PhysicalMemory):
         if len(self.parts) > 1 and not all(p.h.split for p in self.parts):
             raise DumpError(self.path, "several files given but they are not parts of one --split dump")
         self.max_mapnr = first.h.max_mapnr
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache: dict[int, bytes] = {}  # FIFO-bounded page cache
         self._cache_max = max(16, PAGE_CACHE_BYTES // self.page_size)
         self._vmcoreinfo: dict[str, str] | None = None
+        self._fast = self._fast_path()
+
+    def _fast_path(self) -> tuple | None:
+        """Everything the hot path needs, for the common case: one memory-mapped file whose
+        bitmaps fit in one chunk each (up to 32 GiB of RAM at 4 KiB pages).  Other dumps take
+        the general path, which gives the same answers."""
+        if len(self.parts) != 1:
+            return None
+        p = self.parts[0]
+        view = getattr(p.src, "view", None)
+        mm = view(0, p.src.size) if view is not None and p.src.size else None
+        if mm is None or p.bitmap2.nbytes > BITMAP_CHUNK or p.h.start_pfn:
+            return None
+        b1, _ = p.bitmap1._chunk(0)
+        b2, cum2 = p.bitmap2._chunk(0)
+        zero = p.zero_offset()
+        decoders = fast_decoders(self.page_size)
+        return (mm, b1, b2, cum2, p.pd_base, p.src.size, -1 if zero is None else zero, p.h.end_pfn, decoders)
 
     # -- page level --------------------------------------------------------------------------
     def _part(self, pfn: int) -> KdumpPart | None:
@@ -356,8 +376,28 @@ class KdumpMemory(PhysicalMemory):
     def _page(self, pfn: int) -> bytes | tuple[PageState, str]:
         hit = self._cache.get(pfn)
         if hit is not None:
-            self._cache.move_to_end(pfn)
             return hit
+        fast = self._fast
+        if fast is not None and 0 <= pfn < fast[7]:
+            mm, b1, b2, cum2, pd_base, fsize, zero, _, decoders = fast
+            byte, bit = pfn >> 3, 1 << (pfn & 7)
+            if b1[byte] & bit and b2[byte] & bit:
+                off = pd_base + PD_SIZE * (cum2[byte] + _POPCNT_LIST[b2[byte] & (bit - 1)])
+                if off + PD_SIZE <= fsize:
+                    o, s, f, _ = _unpack_pd(mm, off)
+                    ps = self.page_size
+                    dec = decoders.get(f)
+                    if dec is not None and o and o != zero and s <= ps and o + s <= fsize:
+                        try:
+                            page = dec(mm[o : o + s])
+                        except Exception:
+                            page = b""  # the general path below says what is wrong
+                        if len(page) == ps:
+                            cache = self._cache
+                            if len(cache) >= self._cache_max:
+                                del cache[next(iter(cache))]
+                            cache[pfn] = page
+                            return page
         state, reason, part, d = self._pfn_state(pfn)
         if not state.readable:
             return state, reason
@@ -369,10 +409,19 @@ class KdumpMemory(PhysicalMemory):
             page = decompress_page(flags & COMPRESSED_MASK, data, self.page_size)
         except CorruptPage as exc:
             return PageState.CORRUPT, f"{where}: {exc}"
+        if len(self._cache) >= self._cache_max:
+            del self._cache[next(iter(self._cache))]
         self._cache[pfn] = page
-        if len(self._cache) > self._cache_max:
-            self._cache.popitem(last=False)
         return page
+
+    def read(self, addr: int, size: int) -> bytes:
+        pfn = addr >> self._shift
+        off = addr - (pfn << self._shift)
+        if 0 <= size and off + size <= self.page_size:  # fast path: inside one page
+            got = self._page(pfn)
+            if isinstance(got, bytes):
+                return got[off : off + size] if size != self.page_size else got
+        return super().read(addr, size)
 
     def read_partial(self, addr: int, size: int) -> PartialRead:
         if size < 0 or size > 1 << 30:
@@ -488,6 +537,9 @@ class KdumpMemory(PhysicalMemory):
         )
 
     def close(self) -> None:
+        if self._fast is not None:
+            self._fast[0].release()
+            self._fast = None
         for p in self.parts:
             p.src.close()
 
