@@ -102,11 +102,14 @@ def fast_decoders(page_size: int) -> dict[int, Callable[[bytes | memoryview], by
     """Per-flags decoders for a hot path: each returns the page or raises; the caller checks the
     length and falls back to :func:`decompress_page` (which says what is wrong) on any surprise."""
     comp, _ = _lzo_lib()
-    return {
-        0: bytes,
-        DUMP_DH_COMPRESSED_ZLIB: lambda d, _n=page_size + 1: zlib.decompressobj().decompress(d, _n),
-        DUMP_DH_COMPRESSED_LZO: lambda d, _n=page_size, _c=comp: _c.decompress(d, output_size_hint=_n),
-    }
+
+    def inflate(d: bytes | memoryview) -> bytes:
+        return zlib.decompressobj().decompress(d, page_size + 1)
+
+    def unlzo(d: bytes | memoryview) -> bytes:
+        return comp.decompress(d, output_size_hint=page_size)
+
+    return {0: bytes, DUMP_DH_COMPRESSED_ZLIB: inflate, DUMP_DH_COMPRESSED_LZO: unlzo}
 
 
 def decompress_page(flags: int, data: bytes | memoryview, page_size: int) -> bytes:
@@ -119,7 +122,7 @@ def decompress_page(flags: int, data: bytes | memoryview, page_size: int) -> byt
         if fn is None:
             raise CorruptPage(f"unknown or mixed compression flags {flags:#x}")
         try:
-            out = fn(data, page_size)
+            out = fn(data, page_size)  # type: ignore[arg-type]
         except CorruptPage:
             raise
         except Exception as exc:  # each library has its own error types
