@@ -63,7 +63,11 @@ def _open(dump: str, raw_base: str | None):  # type: ignore[no-untyped-def]
 
 
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+    """Indented for a terminal; compact (the C encoder, several times faster) into a pipe or file."""
+    if sys.stdout.isatty():
+        sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+    else:
+        sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import time
@@ -66,11 +67,13 @@ def test_kdump_lying_headers(good, tmp_path, name, edits, word):
 def test_truncated_kdump_reports_lost_pages(good, tmp_path):
     bad = mutate(good["kdump-zlib"], tmp_path / "cut.kdump", cut=good["kdump-zlib"].stat().st_size * 6 // 10)
     p = run_cli("info", str(bad), "--format", "json")
-    assert p.returncode == 0 and b'"incomplete": true' in p.stdout
+    assert p.returncode == 0 and json.loads(p.stdout)["incomplete"] is True
     p = run_cli("xp", str(bad), "0x40100000", "--len", "16")
     assert p.returncode == 4 and b"lost" in p.stdout
     p = run_cli("inspect", str(bad), "--regs", str(good["kdump-zlib"]) + ".smmu.json", "--format", "json")
-    assert p.returncode == 4 and b'"decision": "unknown"' in p.stdout and b"MEM-L1-MISSING" in p.stdout
+    rep = json.loads(p.stdout)
+    assert p.returncode == 4 and rep["smmus"][0]["verdicts"]["latest"]["decision"] == "unknown"
+    assert "MEM-L1-MISSING" in {f["id"] for f in rep["smmus"][0]["findings"]}
 
 
 def test_truncated_header(good, tmp_path):
@@ -137,7 +140,8 @@ def test_registers_that_claim_everything(good, tmp_path):
                     "--cr0", "0xd", "--gerror", "0", "--format", "json", "--rules", "all")
         assert time.monotonic() - t < 30, cfg
         assert p.returncode in (1, 4), (cfg, p.stderr)
-        assert b'"decision"' in p.stdout and b"Traceback" not in p.stderr
+        assert json.loads(p.stdout)["smmus"][0]["verdicts"]["latest"]["decision"] in ("reset", "unknown")
+        assert b"Traceback" not in p.stderr
 
 
 def test_l1_pointing_into_itself_and_beyond_the_dump(tmp_path):

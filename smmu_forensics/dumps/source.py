@@ -13,6 +13,9 @@ import os
 
 from smmu_forensics.errors import DumpError
 
+#: reads up to this size slice the mapping; larger ones use pread (no mapped pages stay resident)
+MMAP_READ_MAX = 1 << 12
+
 
 class ByteSource:
     """Random access to a byte string of known logical ``size``."""
@@ -70,7 +73,7 @@ class FileSource(ByteSource):
     def pread(self, offset: int, size: int) -> bytes:
         if size <= 0 or offset >= self.size or offset < 0:
             return b""
-        if self._mm is not None:
+        if self._mm is not None and size <= MMAP_READ_MAX:
             return self._mm[offset : offset + size]
         return os.pread(self._fd, size, offset)
 

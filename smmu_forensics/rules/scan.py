@@ -73,106 +73,112 @@ def _cd_table_error(ctx: Ctx, ct: CdTable, asid_bits: int | None) -> tuple[str |
     return None, "", False
 
 
+CODES = ("", "SCAN-STE-CFG", "SCAN-VMID", "SCAN-CDTAB-NULL", "SCAN-CDTAB-CDMAX", "SCAN-CDTAB-FMT", "SCAN-CDTAB-CD2L",
+         "SCAN-CDTAB-ALIGN", "SCAN-CD-ASID", "SCAN-L1CD-NULL", "SCAN-L1CD-ALIGN")
+CODE = {r: i for i, r in enumerate(CODES)}
+
+
 def scan(ctx: Ctx) -> Stop | None:
     t = ctx.table
     if t is None:
         return ctx.unknown("SCAN-STE-CFG", "the dump (no memory to scan the STEs)")
     rows, missing = _rows(ctx)
-    w = t.words[rows]
-    known = t.known[rows]
-    w0, w2 = w[:, 0], w[:, 2]
-    v = (w0 & np.uint64(1)) != 0
-    cfg = ((w0 >> np.uint64(1)) & np.uint64(7)).astype(np.int64)
     n = len(rows)
-    rule = np.full(n, "", dtype=object)
-    detail = np.full(n, "", dtype=object)
+    known = t.known[rows]
+    w0 = t.words[rows, 0]
+    v = (w0 & np.uint64(1)) != 0
+    cfg = ((w0 >> np.uint64(1)) & np.uint64(7)).astype(np.int8)
+    code = np.zeros(n, dtype=np.int8)  # index into CODES: 0 = no error
+    detail: dict[int, str] = {}
     need_unknown: list[str] = []
 
-    bad_cfg = v & (cfg >= 1) & (cfg <= 3)
-    rule[bad_cfg] = "SCAN-STE-CFG"
+    code[v & (cfg >= 1) & (cfg <= 3)] = CODE["SCAN-STE-CFG"]
 
-    s2 = v & ((cfg == L.STE_CFG_S2) | (cfg == L.STE_CFG_NESTED))
-    if s2.any():
+    s2 = np.flatnonzero(v & ((cfg == L.STE_CFG_S2) | (cfg == L.STE_CFG_NESTED)))
+    if len(s2):
         vb = ctx.regs.vmid_bits
         if vb is None:
             need_unknown.append("IDR0.VMID16 (VMID width)")
         else:
-            vmid = (w2 & np.uint64(L.LINUX_STE_VMID_MASK)).astype(np.int64)
-            rule[s2 & ((vmid == 0) | (vmid >= (1 << vb))) & (rule == "")] = "SCAN-VMID"
+            vmid = (t.words[rows[s2], 2] & np.uint64(L.LINUX_STE_VMID_MASK)).astype(np.int64)
+            bad = s2[(vmid == 0) | (vmid >= (1 << vb))]
+            code[bad] = CODE["SCAN-VMID"]
+            for k, vm in zip(bad[:1].tolist(), vmid[(vmid == 0) | (vmid >= (1 << vb))][:1].tolist()):
+                detail[k] = f"S2VMID={vm} (valid range 1..{(1 << vb) - 1})"
 
-    s1 = v & (cfg == L.STE_CFG_S1)
-    cd_unknown = np.zeros(n, dtype=bool)
-    cd_detail: dict[int, str] = {}
-    if s1.any():
-        ptr = w0 & np.uint64(L.LINUX_STE_S1CTXPTR_MASK)
-        cdmax = (w0 >> np.uint64(59)).astype(np.int64)
-        s1fmt = ((w0 >> np.uint64(4)) & np.uint64(3)).astype(np.int64)
-        open_ = s1 & (rule == "")
-        rule[open_ & (ptr == 0)] = "SCAN-CDTAB-NULL"
+    s1 = np.flatnonzero(v & (cfg == L.STE_CFG_S1))
+    cd_unknown: dict[int, str] = {}
+    if len(s1):
+        x0 = w0[s1]
+        ptr = x0 & np.uint64(L.LINUX_STE_S1CTXPTR_MASK)
+        cdmax = (x0 >> np.uint64(59)).astype(np.int64)
+        s1fmt = ((x0 >> np.uint64(4)) & np.uint64(3)).astype(np.int64)
+        c = np.zeros(len(s1), dtype=np.int8)
+        c[ptr == 0] = CODE["SCAN-CDTAB-NULL"]
         ssid_bits = ctx.regs.ssid_bits
         if ssid_bits is None:
             need_unknown.append("IDR1.SSIDSIZE")
         else:
-            rule[(rule == "") & s1 & (cdmax > ssid_bits)] = "SCAN-CDTAB-CDMAX"
-        rule[(rule == "") & s1 & (s1fmt != L.STE_S1FMT_LINEAR) & (s1fmt != L.STE_S1FMT_64K_L2)] = "SCAN-CDTAB-FMT"
+            c[(c == 0) & (cdmax > ssid_bits)] = CODE["SCAN-CDTAB-CDMAX"]
+        c[(c == 0) & (s1fmt != L.STE_S1FMT_LINEAR) & (s1fmt != L.STE_S1FMT_64K_L2)] = CODE["SCAN-CDTAB-FMT"]
         if ctx.rs.scan_cd2l:
-            two = (rule == "") & s1 & (s1fmt == L.STE_S1FMT_64K_L2)
+            two = (c == 0) & (s1fmt == L.STE_S1FMT_64K_L2)
             if two.any():
                 cd2l = ctx.regs.cd2l
                 if cd2l is None:
                     need_unknown.append("IDR0.CD2L")
                 elif not cd2l:
-                    rule[two] = "SCAN-CDTAB-CD2L"
+                    c[two] = CODE["SCAN-CDTAB-CD2L"]
         if ctx.rs.scan_cdtab_align:
-            lin_size = (np.uint64(1) << cdmax.astype(np.uint64)) * np.uint64(64)
-            l2_size = ((np.uint64(1) << cdmax.astype(np.uint64)) + np.uint64(1023)) // np.uint64(1024) * np.uint64(8)
-            size = np.where(s1fmt == 0, lin_size, l2_size)
-            size = np.maximum(size, np.uint64(1))
-            rule[(rule == "") & s1 & ((ptr % size) != 0)] = "SCAN-CDTAB-ALIGN"
-        for k in np.flatnonzero((rule == "") & s1 & known).tolist():
-            key = (int(ptr[k]), int(s1fmt[k]), int(cdmax[k]))
-            ct = t.cd_tables.get(key)
+            cm = np.minimum(cdmax, 40).astype(np.uint64)
+            lin_size = (np.uint64(1) << cm) * np.uint64(64)
+            l2_size = ((np.uint64(1) << cm) + np.uint64(1023)) // np.uint64(1024) * np.uint64(8)
+            size = np.maximum(np.where(s1fmt == 0, lin_size, l2_size), np.uint64(1))
+            c[(c == 0) & ((ptr % size) != 0)] = CODE["SCAN-CDTAB-ALIGN"]
+        ok = known[s1]
+        for j in np.flatnonzero(c == 0).tolist():
+            k = int(s1[j])
+            if not ok[j]:
+                continue
+            ct = t.cd_tables.get((int(ptr[j]), int(s1fmt[j]), int(cdmax[j])))
             if ct is None:
-                cd_unknown[k] = True
-                cd_detail[k] = "CD table not read"
+                cd_unknown[k] = "CD table not read"
                 continue
             r, d, unk = _cd_table_error(ctx, ct, ctx.regs.asid_bits)
             if r:
-                rule[k] = r
+                c[j] = CODE[r]
                 detail[k] = d
             elif unk:
-                cd_unknown[k] = True
-                cd_detail[k] = d
-        for k in np.flatnonzero(rule != "").tolist():
-            if not detail[k]:
-                detail[k] = _describe(str(rule[k]), int(ptr[k]), int(cdmax[k]), int(s1fmt[k]), ssid_bits)
-    for k in np.flatnonzero((rule == "SCAN-STE-CFG") | (rule == "SCAN-VMID")).tolist():
-        if rule[k] == "SCAN-STE-CFG":
-            detail[k] = f"STE.Config={int(cfg[k])} (reserved; HW treats it as abort)"
-        else:
-            detail[k] = f"S2VMID={int(w2[k] & np.uint64(0xFFFF))} (valid range 1..{(1 << (ctx.regs.vmid_bits or 8)) - 1})"
+                cd_unknown[k] = d
+        code[s1] = np.where(code[s1] != 0, code[s1], c)
+        for j in np.flatnonzero(c != 0)[:1].tolist():
+            k = int(s1[j])
+            detail.setdefault(k, _describe(CODES[int(c[j])], int(ptr[j]), int(cdmax[j]), int(s1fmt[j]), ssid_bits))
 
-    bad = (rule != "") & known
-    unk = ~known | cd_unknown
-    first_bad = int(np.flatnonzero(bad)[0]) if bad.any() else None
-    first_unk = int(np.flatnonzero(unk)[0]) if unk.any() else None
+    bad = (code != 0) & known
+    first_bad = int(np.argmax(bad)) if bad.any() else None
+    unk_rows = np.flatnonzero(~known)
+    first_unk = int(unk_rows[0]) if len(unk_rows) else None
+    if cd_unknown:
+        first_cd = min(cd_unknown)
+        first_unk = first_cd if first_unk is None else min(first_unk, first_cd)
     if first_bad is not None:
         sid = int(t.sids[rows[first_bad]])
         if first_unk is not None and first_unk < first_bad:
             ctx.v.notes.append("an earlier STE or CD table of the scan is not in the dump: the kernel may have stopped there first")
-        r = str(rule[first_bad])
+        r = CODES[int(code[first_bad])]
+        why = detail.get(first_bad) or (f"STE.Config={int(cfg[first_bad])} (reserved; HW treats it as abort)" if r == "SCAN-STE-CFG" else r)
         n_bad = int(bad.sum())
         more = f" ({n_bad} STEs fail the scan)" if n_bad > 1 else ""
-        return ctx.fail(r, "EINVAL", level="dev_warn", detail=f"SID {sid:#x}: {detail[first_bad]}{more}")
+        return ctx.fail(r, "EINVAL", level="dev_warn", detail=f"SID {sid:#x}: {why}{more}")
     if need_unknown:
         return ctx.unknown("SCAN-STE-CFG", "; ".join(sorted(set(need_unknown))))
     if first_unk is not None:
         sid = int(t.sids[rows[first_unk]])
-        why = cd_detail.get(first_unk, "STE not in the dump")
-        return ctx.unknown("SCAN-STE-CFG", f"SID {sid:#x}: {why}")
+        return ctx.unknown("SCAN-STE-CFG", f"SID {sid:#x}: {cd_unknown.get(first_unk, 'STE not in the dump')}")
     if missing:
         return ctx.unknown("SCAN-STE-CFG", missing)
-    ctx.passed("SCAN", f"{n} STEs scanned, {int(s1.sum())} stage-1, {int(s2.sum())} stage-2/nested")
+    ctx.passed("SCAN", f"{n} STEs scanned, {len(s1)} stage-1, {len(s2)} stage-2/nested")
     return None
 
 

@@ -169,48 +169,63 @@ def _l1_status(span: int, l2ptr: int, split: int) -> tuple[str, int]:
 
 
 class _Walker:
+    """Plans the STE reads (first SID, address, count), then reads them into preallocated arrays."""
+
     def __init__(self, mem: PhysicalMemory, max_stes: int) -> None:
         self.mem = mem
         self.max_stes = max_stes
-        self.blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.tasks: list[tuple[int, int, int, L1Entry | None]] = []
         self.count = 0
         self.holes: list[Hole] = []
         self.truncated: list[str] = []
 
-    def add(self, first_sid: int, addr: int, n: int) -> tuple[str, Hole | None]:
-        """Read ``n`` STEs at ``addr`` for SIDs ``first_sid``...; returns (state, first hole)."""
+    def plan(self, first_sid: int, addr: int, n: int, entry: L1Entry | None) -> None:
         if self.count + n > self.max_stes:
             n_ok = max(self.max_stes - self.count, 0)
-            if not self.truncated or not self.truncated[-1].startswith("STE walk stopped"):
+            if not any(t.startswith("STE walk stopped") for t in self.truncated):
                 self.truncated.append(
                     f"STE walk stopped at {self.max_stes} STEs (SID {first_sid + n_ok:#x} onwards not decoded; raise with --max-stes)"
                 )
-            if n_ok == 0:
-                return "not walked", None
+            if entry is not None and n_ok == 0:
+                entry.l2_state = "not walked"
             n = n_ok
-        first: Hole | None = None
-        done = 0
-        n_known = 0
-        while done < n:
-            k = min(n - done, READ_CHUNK // L.STE_BYTES)
-            a = addr + done * L.STE_BYTES
-            r = self.mem.read_partial(a, k * L.STE_BYTES)
-            words = vector.as_words(r.data, L.STE)
-            known = np.ones(k, dtype=bool)
-            for h in r.holes:
-                lo = max(0, (h.start - a) // L.STE_BYTES)
-                hi = min(k, -(-(h.end - a) // L.STE_BYTES))
-                known[lo:hi] = False
-                self.holes.append(h)
-                first = first or h
-            n_known += int(known.sum())
-            sids = np.arange(first_sid + done, first_sid + done + k, dtype=np.uint64)
-            addrs = np.uint64(a) + np.arange(k, dtype=np.uint64) * np.uint64(L.STE_BYTES)
-            self.blocks.append((sids, words, known, addrs))
-            done += k
-        self.count += n
-        state = "present" if n_known == n else ("missing" if n_known == 0 else "partial")
-        return state, first
+        if n > 0:
+            self.tasks.append((first_sid, addr, n, entry))
+            self.count += n
+
+    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        total = self.count
+        words = np.empty((total, 8), dtype=np.uint64)
+        flat = words.reshape(-1).view(np.uint8)
+        sids = np.empty(total, dtype=np.uint64)
+        addrs = np.empty(total, dtype=np.uint64)
+        known = np.ones(total, dtype=bool)
+        pos = 0
+        for first_sid, addr, n, entry in self.tasks:
+            n_known = n
+            first: Hole | None = None
+            done = 0
+            while done < n:
+                k = min(n - done, READ_CHUNK // L.STE_BYTES)
+                a = addr + done * L.STE_BYTES
+                r = self.mem.read_partial(a, k * L.STE_BYTES)
+                row = pos + done
+                flat[row * L.STE_BYTES : (row + k) * L.STE_BYTES] = np.frombuffer(r.data, dtype=np.uint8)
+                for h in r.holes:
+                    lo = max(0, (h.start - a) // L.STE_BYTES)
+                    hi = min(k, -(-(h.end - a) // L.STE_BYTES))
+                    n_known -= int(known[row + lo : row + hi].sum())
+                    known[row + lo : row + hi] = False
+                    self.holes.append(h)
+                    first = first or h
+                done += k
+            sids[pos : pos + n] = np.arange(first_sid, first_sid + n, dtype=np.uint64)
+            addrs[pos : pos + n] = np.uint64(addr) + np.arange(n, dtype=np.uint64) * np.uint64(L.STE_BYTES)
+            if entry is not None:
+                entry.l2_state = "present" if n_known == n else ("missing" if n_known == 0 else "partial")
+                entry.l2_hole = first
+            pos += n
+        return sids, words, known, addrs
 
 
 def walk(mem: PhysicalMemory, regs: Registers, max_stes: int = MAX_WALK_STES, read_cds: bool = True) -> StreamTable | None:
@@ -253,21 +268,11 @@ def walk(mem: PhysicalMemory, regs: Registers, max_stes: int = MAX_WALK_STES, re
                     e.alias_of = seen[l2]
                 else:
                     seen[l2] = i
-                e.l2_state, e.l2_hole = w.add(i << g.eff_split, l2, n_stes)
+                w.plan(i << g.eff_split, l2, n_stes, e)
             entries.append(e)
     else:
-        n = g.n_ste
-        w_state, _ = w.add(0, g.base, n)
-    if w.blocks:
-        sids = np.concatenate([b[0] for b in w.blocks])
-        words = np.concatenate([b[1] for b in w.blocks]) if len(w.blocks) > 1 else np.array(w.blocks[0][1])
-        known = np.concatenate([b[2] for b in w.blocks])
-        addrs = np.concatenate([b[3] for b in w.blocks])
-    else:
-        sids = np.zeros(0, dtype=np.uint64)
-        words = np.zeros((0, 8), dtype=np.uint64)
-        known = np.zeros(0, dtype=bool)
-        addrs = np.zeros(0, dtype=np.uint64)
+        w.plan(0, g.base, g.n_ste, None)
+    sids, words, known, addrs = w.run()
     t = StreamTable(g, l1_raw, l1_known, l1_holes, entries, sids, words, known, addrs, w.holes, w.truncated)
     if read_cds:
         read_cd_tables(mem, t, regs)
