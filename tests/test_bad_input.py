@@ -10,8 +10,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import SCENARIOS, run_cli
 
+from conftest import SCENARIOS, run_cli
 from smmu_forensics.synth.scenario import build_scenario, load, write_outputs
 
 

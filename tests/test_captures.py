@@ -7,8 +7,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import CAPTURE, capture_files, cli_json, needs_captures
 
+from conftest import CAPTURE, capture_files, cli_json, needs_captures
 from smmu_forensics.dumps.base import PageState
 from smmu_forensics.dumps.sniff import open_dump
 

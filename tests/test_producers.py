@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CARVED, SCENARIOS, needs_makedumpfile
 
+from conftest import CARVED, SCENARIOS, needs_makedumpfile
 from smmu_forensics.dumps.base import PageState
 from smmu_forensics.dumps.sniff import open_dump
 from smmu_forensics.synth.image import MemoryImage

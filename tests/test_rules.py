@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SCENARIOS
 
+from conftest import SCENARIOS
 from smmu_forensics.dumps.sniff import open_dump
 from smmu_forensics.report import model
 from smmu_forensics.rules.versions import RULE_IDS, VERSIONS

@@ -89,8 +89,10 @@ def linear(ctx: Ctx) -> Stop | None:
     ctx.passed("LIN-LOG2SIZE-MAX", f"cap {cap}")
     ctx.num_ste = 1 << g.log2size  # type: ignore[attr-defined]
     if ctx.rs.linear_align:
-        size = ((1 << g.log2size) * 64) & 0xFFFFFFFF  # (1U << log2size) * sizeof(struct arm_smmu_ste), u32
-        if size and g.base % size:
+        # (1U << log2size) * sizeof(struct arm_smmu_ste): the u32 is promoted to size_t, no wrap
+        # (arm_smmu_kexec_parse_strtab_linear(), state E; log2size <= 25 here anyway)
+        size = (1 << g.log2size) * 64
+        if g.base % size:
             return ctx.fail("LIN-ALIGN", "EINVAL", pa(g.base), detail=f"base {g.base:#x} not aligned to the table size {size:#x}")
         ctx.passed("LIN-ALIGN")
     return None
