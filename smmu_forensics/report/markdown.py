@@ -31,6 +31,12 @@ def _smmu(s: dict[str, Any]) -> list[str]:
     f = s["features"]
     o.append(f"Coherent: {md(f['coherent'])} ({md(f['coherent_basis'])}). SIDSIZE {md(f['sid_bits'])}, "
              f"SSIDSIZE {md(f['ssid_bits'])}, 2-level capable: {md(f['feat_2lvl_strtab'])}.")
+    o += ["", "<details><summary>Registers</summary>", "", "| register | value | fields (non-zero) |", "|---|---|---|"]
+    for name, d in s.get("decoded_registers", {}).items():
+        parts = [f"{k}={f['value']}" + (f" ({f['meaning']})" if "meaning" in f else "")
+                 for k, f in d["fields"].items() if f["value"] not in (0, "0x0")]
+        o.append(_row(name.upper(), d["raw"], ", ".join(parts) or "-"))
+    o += ["", "</details>"]
     o += ["", "### Verdicts", "", "| ruleset | decision | rule | errno | kernel message |", "|---|---|---|---|---|"]
     for name, v in s["verdicts"].items():
         msg = v["message"] or v["detail"] or ("needs: " + "; ".join(v["unknown"]) if v["unknown"] else "")

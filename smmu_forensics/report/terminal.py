@@ -35,6 +35,38 @@ def render(report: dict[str, Any], console: Console) -> None:
                         + (f", {d['osrelease']}" if d.get("osrelease") else "") + ")", "dim"))
     for s in report["smmus"]:
         _smmu(s, console)
+    _summary(report, console)
+
+
+def _summary(report: dict[str, Any], c: Console) -> None:
+    """One line per SMMU: trustworthy or not, at a glance."""
+    c.rule(T("summary", "bold"))
+    for s in report["smmus"]:
+        line = Text(clean(s["name"]) + ": ", style="bold")
+        for i, (name, v) in enumerate(s["verdicts"].items()):
+            label, style = DECISION_STYLE[v["decision"]]
+            line.append(("  " if i else "") + f"{name} ")
+            line.append(label + (f" ({v['rule']})" if v["rule"] and v["decision"] != "unknown" else ""), style=style)
+        worst = [f for f in s["findings"] if f["severity"] in ("critical", "error")]
+        if worst:
+            line.append(f"  {len(worst)} critical/error finding(s)", style="red")
+        c.print(line)
+    c.print(T(f"exit code {report['exit_code']}", "dim"))
+
+
+def _registers(s: dict[str, Any], c: Console) -> None:
+    rt = Table(title="Registers (as given)", title_justify="left")
+    rt.add_column("register")
+    rt.add_column("value")
+    rt.add_column("fields (non-zero)")
+    for name, d in s.get("decoded_registers", {}).items():
+        parts = []
+        for k, f in d["fields"].items():
+            if f["value"] in (0, "0x0"):
+                continue
+            parts.append(f"{k}={f['value']}" + (f" ({f['meaning']})" if "meaning" in f else ""))
+        rt.add_row(T(name.upper()), T(d["raw"]), T(", ".join(parts) or "-"))
+    c.print(rt)
 
 
 def _smmu(s: dict[str, Any], c: Console) -> None:
@@ -43,6 +75,7 @@ def _smmu(s: dict[str, Any], c: Console) -> None:
     origin = regs.get("origin")
     feats = s["features"]
     c.print(T(f"registers from {origin or 'command line'}; coherent={feats['coherent']} ({feats['coherent_basis']})", "dim"))
+    _registers(s, c)
 
     vt = Table(title="Would a kdump kernel adopt this stream table?", title_justify="left", expand=False)
     vt.add_column("ruleset")
