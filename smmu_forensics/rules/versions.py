@@ -13,6 +13,8 @@ only if the version adds a new kind of check).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from smmu_forensics.rules.engine import Ruleset
 
 _COMMON = {
@@ -65,20 +67,12 @@ V6 = Ruleset(
     source="v6 1/7 f3d1f938a9b4...1779265413.git.nicolinc@nvidia.com",
 )
 
-V7 = Ruleset(
+# v7 changes no rule: the adoption message became dev_dbg (cover letter v7) and cleanup details
+# changed (FEAT_2LVL restored on fallback, CR0_ATSCHK update skipped) that a dump cannot show.
+V7 = replace(
+    V6,
     name="v7",
     title="v7 (2026-06-29, 7 patches)",
-    messages=_V6_V7,
-    l1_max="post-shift",
-    l1_align=False,
-    l1_null_reject=False,
-    l2ptr_align=False,
-    linear_cap="v4",
-    linear_align=False,
-    scan=False,
-    scan_cd2l=False,
-    scan_cdtab_align=False,
-    scan_l1cd=False,
     adopt_msg_level="dev_dbg",
     source="v7 1/7 7a8e829adda9...1782799827.git.nicolinc@nvidia.com",
 )
