@@ -28,9 +28,16 @@ def _progress() -> Callable[[str, int, int], None] | None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    import time
+
     state: dict[str, Any] = {}
 
     def cb(label: str, done: int, total: int) -> None:
+        first = state.setdefault("t0", time.monotonic())
+        if "p" not in state and (done >= total or time.monotonic() - first < 1.0):
+            if done >= total:
+                state.clear()  # the next step times itself afresh
+            return  # only work that takes over a second shows a bar
         if "p" not in state:
             p = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
                          console=Console(stderr=True), transient=True)

@@ -65,12 +65,17 @@ def _wrapper(head: bytes) -> tuple[str, str] | None:
 
 
 class _Unpacked(FileSource):
-    """A temporary unpacked copy, deleted when closed."""
+    """A temporary unpacked copy, deleted when closed; named after the file the user gave."""
+
+    def __init__(self, tmp: str, original: str, kind: str) -> None:
+        super().__init__(tmp)
+        self.tmp = tmp
+        self.name = f"{original} ({kind}-unpacked)"
 
     def close(self) -> None:
         super().close()
         try:
-            os.unlink(self.name)
+            os.unlink(self.tmp)
         except OSError:
             pass
 
@@ -119,7 +124,7 @@ def _unpack(path: str, kind: str, progress: Progress | None) -> FileSource:
         os.unlink(tmp)
         hint = WRAPPERS_HINT.get(kind, "")
         raise DumpError(path, f"{kind} stream is corrupt ({exc}); try: {hint}") from None
-    return _Unpacked(tmp)
+    return _Unpacked(tmp, path, kind)
 
 
 WRAPPERS_HINT = {name: hint for name, hint in WRAPPERS.values()}
