@@ -25,10 +25,10 @@ def _progress() -> Callable[[str, int, int], None] | None:
     """A Rich progress bar on stderr, only when stderr is a terminal."""
     if not sys.stderr.isatty():
         return None
+    import time
+
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    import time
 
     state: dict[str, Any] = {}
 
