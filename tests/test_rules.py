@@ -170,6 +170,18 @@ def test_findings_beyond_the_kernel(tmp_path):
     assert "MEM-L2-MISSING" in ids("l2-excluded")
     assert "GEO-SPLIT" in ids("2lvl-split")
     assert ids("adopt-2lvl") == set()
+    assert "DMA-WRITES-TABLES" in ids("dma-writes-l2") and "DMA-WRITES-TABLES" not in ids("scan-vmid-near")
+    assert "MEM-L1-MISSING" in ids("table-outside-ram")
+
+
+def test_stage2_reach(tmp_path):
+    s = run_scenario(SCENARIOS / "scan-vmid-near.yaml", "kdump-lzo", tmp_path)[0]
+    s2 = [d for d in s["dma"] if d["kind"] == "s2"]
+    assert len(s2) == 1 and s2[0]["vmid"] == 1 and s2[0]["ttb0"] == "0x40500000" and s2[0]["start_level"] == 0
+    assert [(x["iova"], x["pa"], x["writable"]) for x in s2[0]["leaves"]] == [
+        ("0x80000000", "0x41000000", True), ("0x80001000", "0x41001000", True), ("0x90000000", "0x40200000", False)]
+    s1 = [d for d in s["dma"] if d["kind"] == "s1"]
+    assert {d["asid"] for d in s1} == {1, 2} and all(d["n_leaves"] == 4 for d in s1)
 
 
 def test_registers_only_regs_command_geometry(tmp_path):

@@ -147,9 +147,17 @@ add("scan-ste-cfg", "SID 0x9 has STE.Config 2 (reserved; behaves as abort)",
     with_ste(B, sid="0x9", preset="abort", fields={"CONFIG": 2}), exp(latest=("reset", "SCAN-STE-CFG")))
 add("scan-ste-cfg-near", "SID 0x9 is a bypass STE (accepted; DMA from it reaches all memory)",
     with_ste(B, sid="0x9", preset="bypass"), ADOPT)
-add("scan-vmid", "SID 0x9 translates through stage 2 with VMID 0", with_ste(B, sid="0x9", preset="s2", vmid=0, s2ttb="0x40500000"),
+S2 = reg(B, idr0="0x0d40101b")  # the capture's IDR0 plus S2P
+add("scan-vmid", "SID 0x9 translates through stage 2 with VMID 0", with_ste(S2, sid="0x9", preset="s2", vmid=0, s2ttb="0x40500000"),
     exp(latest=("reset", "SCAN-VMID")))
-add("scan-vmid-near", "SID 0x9 translates through stage 2 with VMID 1", with_ste(B, sid="0x9", preset="s2", vmid=1, s2ttb="0x40500000"), ADOPT)
+d = with_ste(S2, sid="0x9", preset="s2", vmid=1, s2ttb="0x40500000")
+smmu(d)["pgtables"].append({"root": "0x40500000", "pool": "0x40510000", "stage": 2,
+                            "map": [{"iova": "0x80000000", "pa": "0x41000000", "size": "0x2000"},
+                                    {"iova": "0x90000000", "pa": "0x40200000", "writable": False}]})
+add("scan-vmid-near", "SID 0x9 translates through stage 2 with VMID 1 (its IPA 0x90000000 maps an L2 table read-only)", d, ADOPT)
+d = copy.deepcopy(d)
+smmu(d)["pgtables"][-1]["map"][1]["writable"] = True
+add("dma-writes-l2", "stage-2 DMA of SID 0x9 can write L1[0]'s L2 table (kernel accepts; a critical finding)", d, ADOPT)
 add("scan-cdtab-null", "stage-1 STE with S1ContextPtr 0", with_ste(B, sid="0x9", preset="s1"), exp(latest=("reset", "SCAN-CDTAB-NULL")))
 d = with_ste(B, sid="0x9", preset="s1", cd="0x40300080", cdmax=1)
 smmu(d)["cd_tables"].append({"addr": "0x40300080", "cds": [{"ssid": 0, "asid": 3, "ttb0": "0x40400000"}]})
@@ -196,6 +204,8 @@ second["corruptions"] = [{"name": "l1-span", "index": 2, "span": 3}]
 second["expect"] = every("reset", "L1-SPAN")
 d["smmus"].append(second)
 add("two-smmus", "two SMMUs: smmu0 adopted, smmu1 rejected (L1[2] span 3)", d, ADOPT)
+add("table-outside-ram", "STRTAB_BASE points beyond RAM: nothing to read, every verdict unknown",
+    table(B, base="0x80000000"), every("unknown", "L1-SPAN"))
 d = corrupt(B, {"name": "exclude", "start": "0x40200000", "size": "0x4000"})
 d["skip_formats"] = ["raw", "lime"]  # these formats cannot mark a page as excluded
 add("l2-excluded", "the dumper filtered out L1[0]'s L2 table: the scan cannot finish",

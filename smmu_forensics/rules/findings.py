@@ -19,7 +19,7 @@ from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import vector
 from smmu_forensics.smmu.fields import get
-from smmu_forensics.smmu.pgtable import PgWalk, walk_stage1
+from smmu_forensics.smmu.pgtable import PgWalk, walk_stage1, walk_stage2
 from smmu_forensics.smmu.registers import Registers
 from smmu_forensics.smmu.table import StreamTable
 
@@ -40,7 +40,7 @@ class Finding:
 class DmaReach:
     """One translating context: which SIDs use it and what its page tables map."""
 
-    kind: str  # "s1" / "bypass"
+    kind: str  # "s1" (CD: asid is the ASID) or "s2" (STE: asid holds the VMID)
     sids: list[int]
     cd_addr: int | None
     asid: int | None
@@ -288,6 +288,28 @@ def cds_and_dma(mem: PhysicalMemory, regs: Registers, t: StreamTable, out: _Out)
                     if leaf.pa < b and leaf.pa + leaf.size > a:
                         out.add("DMA-WRITES-TABLES", "critical", cdwhere,
                                 f"IOVA {leaf.iova:#x} maps {what} at {a:#x} writable: in-flight DMA can rewrite what kdump adopts")
+    s2 = np.flatnonzero(v & ((cfg == L.STE_CFG_S2) | (cfg == L.STE_CFG_NESTED)))
+    by_s2: dict[tuple[int, ...], list[int]] = {}
+    for k in s2.tolist():
+        w2, w3 = int(t.words[k, 2]), int(t.words[k, 3])
+        key2 = (w3 & L.genmask(51, 4), get(L.STE, w2, "S2T0SZ"), get(L.STE, w2, "S2SL0"), get(L.STE, w2, "S2TG"), w2 & 0xFFFF)
+        by_s2.setdefault(key2, []).append(int(t.sids[k]))
+    for (ttb, t0sz, sl0, tg, vmid), sids in by_s2.items():
+        if walks >= MAX_PGWALKS:
+            break
+        walks += 1
+        where = f"SID {sids[0]:#x}" + (f" (+{len(sids) - 1})" if len(sids) > 1 else "")
+        pw = walk_stage2(mem, ttb, t0sz, sl0, tg)
+        reach.append(DmaReach("s2", sids, None, vmid, ttb, pw))
+        for p in pw.problems[:8]:
+            out.add("PGT-PROBLEM", "warning", where, p)
+        for leaf in pw.leaves:
+            if not leaf.writable:
+                continue
+            for a, b, what in table_ranges + [(tb, tb + pw.granule, "a page table") for _, tb in pw.tables]:
+                if leaf.pa < b and leaf.pa + leaf.size > a:
+                    out.add("DMA-WRITES-TABLES", "critical", where,
+                            f"IPA {leaf.iova:#x} maps {what} at {a:#x} writable: in-flight DMA can rewrite what kdump adopts")
     return reach
 
 

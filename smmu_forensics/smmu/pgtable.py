@@ -1,4 +1,4 @@
-"""Walk VMSAv8-64 (LPAE) stage-1 IO page tables: what in-flight DMA through a CD can reach.
+"""Walk VMSAv8-64 (LPAE) IO page tables: what in-flight DMA through a CD or an S2 STE can reach.
 
 Arithmetic from Linux io-pgtable-arm.c ([LP] in smmuv3-layouts.md section 6): ``bits_per_level =
 pg_shift - 3``, ``levels = DIV_ROUND_UP(ias - pg_shift, bits_per_level)``, start level
@@ -25,6 +25,7 @@ from smmu_forensics.smmu.fields import genmask
 GRANULE_SHIFT = {0: 12, 1: 16, 2: 14}  # CD.TG0: 00 4K, 01 64K, 10 16K [S-CD]
 PTE_ADDR_MASK = genmask(47, 12)  # ARM_LPAE_PTE_ADDR_MASK
 PTE_AP_RDONLY = 1 << 7  # ARM_LPAE_PTE_AP_RDONLY (stage 1)
+PTE_S2AP_WRITE = 1 << 7  # ARM_LPAE_PTE_HAP_WRITE (stage 2 S2AP[1])
 PTE_AF = 1 << 10
 
 
@@ -52,24 +53,54 @@ class PgWalk:
 
 
 def walk_stage1(mem: PhysicalMemory, ttb: int, t0sz: int, tg: int, max_tables: int = 4096, max_leaves: int = 1 << 16) -> PgWalk:
+    """Stage 1 from a CD: TTB0, T0SZ, TG0 (00 4K, 01 64K, 10 16K).  Start level from the input size."""
     pg_shift = GRANULE_SHIFT.get(tg)
+    ias = 64 - t0sz
     if pg_shift is None:
-        w = PgWalk(ttb, 0, 0, 64 - t0sz)
+        w = PgWalk(ttb, 0, 0, ias)
         w.problems.append(f"TG0={tg} is reserved: the SMMU faults every access (C_BAD_CD)")
         return w
-    ias = 64 - t0sz
-    bpl = pg_shift - 3
-    if not 16 <= ias <= 52 + 0:
+    if not 16 <= ias <= 52:
         w = PgWalk(ttb, 1 << pg_shift, 0, ias)
-        w.problems.append(f"T0SZ={t0sz} gives a {ias}-bit input size outside 12..48 (ILLEGAL)")
+        w.problems.append(f"T0SZ={t0sz} gives a {ias}-bit input size outside 16..52 (ILLEGAL)")
         return w
+    bpl = pg_shift - 3
     levels = -(-(ias - pg_shift) // bpl)
-    start = 4 - levels
-    pgd_bits = (ias - pg_shift) - bpl * (levels - 1)
+    return _walk(mem, ttb, ias, pg_shift, 4 - levels, 1, max_tables, max_leaves)
+
+
+def walk_stage2(mem: PhysicalMemory, s2ttb: int, s2t0sz: int, s2sl0: int, s2tg: int,
+                max_tables: int = 4096, max_leaves: int = 1 << 16) -> PgWalk:
+    """Stage 2 from an STE: S2TTB, S2T0SZ, S2SL0, S2TG (00 4K, 01 64K, 10 16K).
+
+    Start level (QEMU get_start_level(), Arm ARM D8-12/D8-22/D8-31): 4 KiB ``2 - SL0``, 16/64 KiB
+    ``3 - SL0``; the start level may be up to 16 concatenated tables, contiguous from S2TTB.
+    """
+    pg_shift = GRANULE_SHIFT.get(s2tg)
+    ias = 64 - s2t0sz
+    if pg_shift is None or s2sl0 == 3:
+        w = PgWalk(s2ttb, 0, 0, ias)
+        w.problems.append(f"S2TG={s2tg}/S2SL0={s2sl0} is reserved or unsupported: the STE is ILLEGAL (C_BAD_STE)")
+        return w
+    start = (2 if pg_shift == 12 else 3) - s2sl0
+    bpl = pg_shift - 3
+    shift = pg_shift + (3 - start) * bpl
+    if start < 0 or not 16 <= ias <= 52 or ias - shift > bpl + 4:  # more than 16 concatenated tables
+        w = PgWalk(s2ttb, 1 << pg_shift, max(start, 0), ias)
+        w.problems.append(f"S2T0SZ={s2t0sz} with S2SL0={s2sl0} is inconsistent: the STE is ILLEGAL (C_BAD_STE)")
+        return w
+    return _walk(mem, s2ttb, ias, pg_shift, start, 2, max_tables, max_leaves)
+
+
+def _walk(mem: PhysicalMemory, ttb: int, ias: int, pg_shift: int, start: int, stage: int,
+          max_tables: int, max_leaves: int) -> PgWalk:
+    bpl = pg_shift - 3
+    start_shift = pg_shift + (3 - start) * bpl
+    n_start = 1 << max(ias - start_shift, 0)  # entries of the starting level (maybe concatenated tables)
     w = PgWalk(ttb, 1 << pg_shift, start, ias)
-    root = ttb & genmask(47, 3) & ~((1 << (pgd_bits + 3)) - 1 if pgd_bits + 3 > 6 else 0x3F)
+    root = ttb & genmask(47, 4) & ~(max(64, n_start * 8) - 1)  # low bits below the table size are treated as 0
     seen: set[int] = set()
-    stack = [(start, root, 0, 1 << pgd_bits)]
+    stack = [(start, root, 0, n_start)]
     while stack:
         level, table, base_iova, n = stack.pop()
         if table in seen:
@@ -89,8 +120,7 @@ def walk_stage1(mem: PhysicalMemory, ttb: int, t0sz: int, tg: int, max_tables: i
                 continue
         desc = np.frombuffer(r.data, dtype="<u8")
         shift = pg_shift + (3 - level) * bpl
-        idx = np.flatnonzero(desc & np.uint64(1))
-        for i in idx.tolist():
+        for i in np.flatnonzero(desc & np.uint64(1)).tolist():
             if r.missing(table + 8 * i, 8):
                 continue
             d = int(desc[i])
@@ -103,15 +133,16 @@ def walk_stage1(mem: PhysicalMemory, ttb: int, t0sz: int, tg: int, max_tables: i
             if level == 3 and typ == 1:
                 w.problems.append(f"reserved level-3 descriptor {d:#x} at {table + 8 * i:#x} (IOVA {iova:#x}): faults")
                 continue
-            if typ == 1 and (level == 0 or (pg_shift == 16 and level == 1) or (pg_shift == 14 and level == 1)):
+            if typ == 1 and (level == 0 or (pg_shift != 12 and level == 1)):
                 w.problems.append(f"block descriptor at level {level} ({d:#x}) not allowed for this granule: faults")
                 continue
             size = 1 << shift
             out &= ~(size - 1)
             w.n_leaves += 1
             w.mapped_bytes += size
+            writable = not d & PTE_AP_RDONLY if stage == 1 else bool(d & PTE_S2AP_WRITE)
             if len(w.leaves) < max_leaves:
-                w.leaves.append(Leaf(iova, out, size, level, not d & PTE_AP_RDONLY))
+                w.leaves.append(Leaf(iova, out, size, level, writable))
             else:
                 w.truncated = True
     w.tables.sort()

@@ -103,7 +103,12 @@ class _Pool:
 
 
 def _pgtables(img: MemoryImage, spec: dict[str, Any]) -> None:
-    """A 4 KiB-granule, 48-bit stage-1 table (levels 0-3) with the listed page mappings."""
+    """A 4 KiB-granule, 48-bit table (levels 0-3) with the listed page mappings.
+
+    ``stage: 1`` (default) as for a CD's TTB0 (T0SZ 16); ``stage: 2`` as for an STE's S2TTB with
+    S2T0SZ 16, S2SL0 2 (the ``s2`` STE preset): leaves carry S2AP and MemAttr instead of AP.
+    """
+    stage = _int(spec.get("stage", 1), "pgtables.stage")
     root = _int(spec["root"], "pgtables.root")
     pool = _Pool(_int(spec.get("pool", root + 0x1000), "pgtables.pool"))
     tables: dict[tuple[int, int], int] = {(0, 0): root}
@@ -121,7 +126,11 @@ def _pgtables(img: MemoryImage, spec: dict[str, Any]) -> None:
                     img.write(table + 8 * idx, (tables[key] | 3).to_bytes(8, "little"))
                 table = tables[key]
             idx = (va >> 12) & 0x1FF
-            pte = out | 3 | (1 << 10) | (3 << 8) | (0 if m.get("writable", True) else 1 << 7)
+            if stage == 2:  # S2AP[1:0] read/write, MemAttr 0xf (normal WB), ARM_LPAE_PTE_HAP_*
+                perm = (1 << 6) | ((1 << 7) if m.get("writable", True) else 0) | (0xF << 2)
+            else:  # AP[2] read-only
+                perm = 0 if m.get("writable", True) else 1 << 7
+            pte = out | 3 | (1 << 10) | (3 << 8) | perm
             img.write(table + 8 * idx, pte.to_bytes(8, "little"))
 
 
