@@ -78,9 +78,11 @@ def _smmu(s: dict[str, Any]) -> list[str]:
         if len(t["stes"]) > 256:
             o.append(f"\n... {len(t['stes']) - 256} more STEs (see --format json)")
     if s["dma"]:
-        o += ["", "### What in-flight DMA can reach", "", "| SIDs | CD | ASID | TTB0 | mappings | writable | problems |", "|---|---|---|---|---|---|---|"]
+        o += ["", "### What in-flight DMA can reach", "", "| stage | SIDs | CD | ASID/VMID | table root | mappings | writable | problems |",
+              "|---|---|---|---|---|---|---|---|"]
         for r in s["dma"][:64]:
-            o.append(_row(", ".join(r["sids"][:6]), r["cd"], r["asid"], r["ttb0"], r["n_leaves"], r["writable_leaves"], len(r["problems"])))
+            tag = f"ASID {r['asid']}" if r["kind"] == "s1" else f"VMID {r['vmid']}"
+            o.append(_row(r["kind"], ", ".join(r["sids"][:6]), r["cd"] or "-", tag, r["ttb0"], r["n_leaves"], r["writable_leaves"], len(r["problems"])))
     o += ["", "### Findings", ""]
     if not s["findings"]:
         o.append("None.")

@@ -144,11 +144,12 @@ def _smmu(s: dict[str, Any], c: Console) -> None:
     if "sid_detail" in s:
         _sid(s["sid_detail"], c)
     if s["dma"]:
-        dt = Table(title="What in-flight DMA can reach (stage-1 contexts)", title_justify="left")
-        for col in ("SIDs", "CD", "ASID", "TTB0", "tables", "mappings", "bytes", "writable", "problems"):
+        dt = Table(title="What in-flight DMA can reach (translating contexts and their page tables)", title_justify="left")
+        for col in ("stage", "SIDs", "CD", "ASID/VMID", "table root", "tables", "mappings", "bytes", "writable", "problems"):
             dt.add_column(col)
         for r in s["dma"][:64]:
-            dt.add_row(T(", ".join(r["sids"][:6]) + ("..." if r["n_sids"] > 6 else "")), T(r["cd"]), T(r["asid"]), T(r["ttb0"]),
+            tag = f"ASID {r['asid']}" if r["kind"] == "s1" else f"VMID {r['vmid']}"
+            dt.add_row(T(r["kind"]), T(", ".join(r["sids"][:6]) + ("..." if r["n_sids"] > 6 else "")), T(r["cd"] or "-"), T(tag), T(r["ttb0"]),
                        T(r["n_tables"]), T(r["n_leaves"]), T(r["mapped_bytes"]), T(r["writable_leaves"]), T(len(r["problems"])))
         c.print(dt)
     if s["findings"]:
