@@ -116,3 +116,22 @@ def test_lime_padded_is_raw_at_zero(tmp_path):
     (tmp_path / "pad.lime").write_bytes(bytes(0x1000) + b"\x11" * 0x1000)
     with open_dump(f"{tmp_path / 'pad.lime'}@0") as mem:
         assert mem.read(0x1000, 4) == b"\x11" * 4
+
+
+def test_truncated_elf_segment_runs(tmp_path):
+    """A segment cut by the end of the file: present, then lost up to p_filesz, then excluded."""
+    data = b"\xab" * 0x3000
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
+    ehdr = ident + struct.pack("<HHIQQQIHHHHHH", 4, 183, 1, 0, 64, 0, 0, 64, 56, 1, 64, 0, 0)
+    ph = struct.pack("<IIQQQQQQ", 1, 7, 0x1000, 0x40000000, 0x40000000, 0x4000, 0x6000, 0x1000)
+    blob = ehdr + ph
+    blob += bytes(0x1000 - len(blob)) + data  # the file holds 0x3000 of the 0x4000 p_filesz bytes
+    (tmp_path / "cut.elf").write_bytes(blob)
+    with open_dump(str(tmp_path / "cut.elf")) as mem:
+        assert [(hex(r.start), hex(r.end), r.state.value) for r in mem.ranges()] == [
+            ("0x40000000", "0x40003000", "present"), ("0x40003000", "0x40004000", "lost"), ("0x40004000", "0x40006000", "excluded")]
+        assert mem.read(0x40002FF0, 16) == b"\xab" * 16
+        r = mem.read_partial(0x40002FF0, 0x2000)
+        assert [(h.state.value, hex(h.start), hex(h.end)) for h in r.holes] == [("lost", "0x40003000", "0x40004000"),
+                                                                                ("excluded", "0x40004000", "0x40004ff0")]
+        assert mem.info().incomplete

@@ -43,7 +43,7 @@ from smmu_forensics.dumps.codecs import (
     fast_decoders,
 )
 from smmu_forensics.dumps.source import ByteSource
-from smmu_forensics.errors import CorruptPage, DumpError  # noqa: F401
+from smmu_forensics.errors import CorruptPage, DumpError
 
 KDUMP_SIGNATURES = (b"KDUMP   ", b"DISKDUMP")  # diskdump_mod.h KDUMP_SIGNATURE, DISK_DUMP_SIGNATURE
 

@@ -90,16 +90,14 @@ class SegmentMemory(PhysicalMemory):
             nxt = self._starts[i + 1] if i + 1 < len(self._starts) else 1 << 64
             return PageState.ABSENT, nxt, "outside every range of the dump"
         s = self.segments[i]
-        delta = addr - s.paddr
-        if delta >= s.filesz:
-            return PageState.EXCLUDED, s.end, s.excluded_reason
-        file_end = s.offset + s.filesz
-        if s.offset + delta >= self.src.size:
-            return PageState.LOST, s.end, f"file ends at {self.src.size:#x}: truncated"
-        run_end = s.paddr + min(s.filesz, self.src.size - s.offset)
-        if file_end > self.src.size:
-            return PageState.PRESENT, run_end, ""
-        return PageState.PRESENT, s.paddr + s.filesz, ""
+        # a segment is three runs: bytes in the file, bytes meant to be in it but past its end
+        # (truncated), and bytes past p_filesz (excluded by the dumper)
+        present_end = s.paddr + min(s.filesz, max(self.src.size - s.offset, 0))
+        if addr < present_end:
+            return PageState.PRESENT, present_end, ""
+        if addr < s.paddr + s.filesz:
+            return PageState.LOST, s.paddr + s.filesz, f"file ends at {self.src.size:#x}: truncated"
+        return PageState.EXCLUDED, s.end, s.excluded_reason
 
     def read_partial(self, addr: int, size: int) -> PartialRead:
         if size < 0 or size > MAX_READ:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from smmu_forensics.dumps.base import Hole, PageState, PhysicalMemory
+from smmu_forensics.dumps.base import Hole, PhysicalMemory
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import vector
 from smmu_forensics.smmu.fields import get
@@ -66,10 +66,6 @@ class L1Entry:
     l2_hole: Hole | None = None
     alias_of: int | None = None
     hole: Hole | None = None
-
-    @property
-    def first_sid_shift(self) -> int:
-        return 0
 
 
 @dataclass
@@ -368,7 +364,3 @@ def _read_cd_table(mem: PhysicalMemory, key: tuple[int, int, int], budget: list[
         ct.addrs = np.concatenate(addrs).astype(np.uint64)
         ct.words = np.concatenate(words)
     return ct
-
-
-def hole_state(h: Hole | None) -> PageState | None:
-    return None if h is None else h.state
