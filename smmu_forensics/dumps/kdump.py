@@ -98,6 +98,9 @@ BITMAP_CHUNK = 1 << 20
 PAGE_CACHE_BYTES = 32 << 20
 #: info counts zero/lost pages by scanning descriptors only below this many descriptors
 MAX_DESC_SCAN = 1 << 23
+DESC_SCAN_CHUNK = 1 << 20  # descriptors read at a time (24 MiB)
+#: ranges() lists at most this many runs per bitmap (a pathological bitmap alternates every bit)
+MAX_RUNS = 1 << 18
 _POPCNT_LIST = [bin(i).count("1") for i in range(256)]
 _POPCNT = np.array(_POPCNT_LIST, dtype=np.uint8)
 
@@ -151,9 +154,10 @@ class Bitmap:
             n += _POPCNT_LIST[raw[i] & ((1 << (bit & 7)) - 1)]
         return n
 
-    def runs(self, nbits: int) -> list[tuple[int, int]]:
-        """Runs ``[a, b)`` of set bits below ``nbits``."""
+    def runs(self, nbits: int, max_runs: int = MAX_RUNS) -> list[tuple[int, int]]:
+        """Runs ``[a, b)`` of set bits below ``nbits`` (at most ``max_runs``; ``truncated`` says so)."""
         out: list[tuple[int, int]] = []
+        self.truncated = False
         nbytes = min(self.nbytes, (nbits + 7) // 8)
         for start in range(0, nbytes, BITMAP_CHUNK):
             raw = self.src.pread(self.offset + start, min(BITMAP_CHUNK, nbytes - start))
@@ -167,6 +171,9 @@ class Bitmap:
                 if out and out[-1][1] == a:
                     out[-1] = (out[-1][0], b)
                 else:
+                    if len(out) >= max_runs:
+                        self.truncated = True
+                        return out
                     out.append((a, b))
         return out
 
@@ -486,13 +493,16 @@ class KdumpMemory(PhysicalMemory):
             if n > MAX_DESC_SCAN or zero is None or lost is None:
                 zero = lost = None
                 continue
-            raw = p.src.pread(p.pd_base, n * PD_SIZE)
-            nfull = len(raw) // PD_SIZE
-            desc = np.frombuffer(raw[: nfull * PD_SIZE], dtype=np.dtype([("o", "<u8"), ("s", "<u4"), ("f", "<u4"), ("pf", "<u8")]))
             z = p.zero_offset()
-            zero += int(np.count_nonzero(desc["o"] == z)) if z is not None else 0
-            bad = (desc["o"] == 0) | (desc["o"] + desc["s"] > p.src.size)
-            lost += int(np.count_nonzero(bad)) + (n - nfull)
+            dt = np.dtype([("o", "<u8"), ("s", "<u4"), ("f", "<u4"), ("pf", "<u8")])
+            for d0 in range(0, n, DESC_SCAN_CHUNK):
+                k = min(DESC_SCAN_CHUNK, n - d0)
+                raw = p.src.pread(p.pd_base + d0 * PD_SIZE, k * PD_SIZE)
+                nfull = len(raw) // PD_SIZE
+                desc = np.frombuffer(raw[: nfull * PD_SIZE], dtype=dt)
+                zero += int(np.count_nonzero(desc["o"] == z)) if z is not None else 0
+                bad = (desc["o"] == 0) | (desc["o"] + desc["s"].astype(np.uint64) > np.uint64(p.src.size))
+                lost += int(np.count_nonzero(bad)) + (k - nfull)
         counts["zero"] = zero
         counts["lost"] = lost
         counts["present"] = dumped - (zero or 0) - (lost or 0) if zero is not None else dumped
@@ -507,6 +517,9 @@ class KdumpMemory(PhysicalMemory):
             if getattr(p.src, "truncated", False):
                 reasons.append(f"{p.src.name}: flattened stream ends without its end marker: truncated")
         counts = self._count_pages()
+        ranges = self.ranges()
+        if any(getattr(b, "truncated", False) for p in self.parts for b in (p.bitmap1, p.bitmap2)):
+            reasons.append(f"the bitmaps hold more than {MAX_RUNS} runs: ranges listed only up to that")
         if counts.get("lost"):
             reasons.append(f"{counts['lost']} page(s) lost (empty descriptor or data past the end of the file)")
         codecs = {codec_name(p.h.status & COMPRESSED_MASK) for p in self.parts}
@@ -516,7 +529,7 @@ class KdumpMemory(PhysicalMemory):
             format=self.format_name,
             codec=",".join(sorted(codecs)),
             page_size=self.page_size,
-            ranges=self.ranges(),
+            ranges=ranges,
             pages=counts,
             incomplete=bool(reasons),
             incomplete_reasons=reasons,

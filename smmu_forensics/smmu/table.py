@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from smmu_forensics.dumps.base import Hole, PhysicalMemory
+from smmu_forensics.dumps.base import Hole, PageState, PhysicalMemory
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import vector
 from smmu_forensics.smmu.fields import get
 from smmu_forensics.smmu.registers import Registers
 
 MAX_L1_WALK = 1 << 20  # 8 MiB of L1 descriptors (the kernel's own maximum is 2^17)
+MAX_L1_ENTRIES = 1 << 17  # non-zero descriptors decoded into L1Entry objects
 MAX_WALK_STES = 1 << 21  # 128 MiB of STEs
 MAX_WALK_CDS = 1 << 20  # 64 MiB of CDs, over all CD tables
 READ_CHUNK = 1 << 22  # bytes per read when walking a large linear table
@@ -53,7 +54,7 @@ class Geometry:
         return self.n_l1 * 8
 
 
-@dataclass
+@dataclass(slots=True)
 class L1Entry:
     index: int
     raw: int | None  # None: descriptor not in the dump
@@ -224,6 +225,18 @@ class _Walker:
         return sids, words, known, addrs
 
 
+def _ranges(mem: PhysicalMemory) -> list:
+    """The dump's ranges, computed once per layer (the walk asks for every L2 table)."""
+    cached = getattr(mem, "_walk_ranges", None)
+    if cached is None:
+        cached = mem.ranges()
+        try:
+            mem._walk_ranges = cached  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+    return cached
+
+
 def walk(mem: PhysicalMemory, regs: Registers, max_stes: int = MAX_WALK_STES, read_cds: bool = True) -> StreamTable | None:
     """Walk the stream table the registers describe; None when the table registers are unknown."""
     g = geometry(regs)
@@ -247,7 +260,12 @@ def walk(mem: PhysicalMemory, regs: Registers, max_stes: int = MAX_WALK_STES, re
             hi = min(n, -(-(h.end - g.base) // 8))
             l1_known[lo:hi] = False
             l1_holes.append(h)
-        interesting = np.flatnonzero((l1_raw != 0) | ~l1_known)
+        # one entry per non-zero descriptor, and one per run of descriptors missing from the dump
+        missing_start = ~l1_known & np.concatenate(([True], l1_known[:-1])) if n else l1_known
+        interesting = np.flatnonzero((l1_known & (l1_raw != 0)) | missing_start)
+        if len(interesting) > MAX_L1_ENTRIES:
+            w.truncated.append(f"{len(interesting)} non-zero L1 descriptors; decoded the first {MAX_L1_ENTRIES}")
+            interesting = interesting[:MAX_L1_ENTRIES]
         seen: dict[int, int] = {}
         for i in interesting.tolist():
             if not l1_known[i]:
@@ -264,7 +282,15 @@ def walk(mem: PhysicalMemory, regs: Registers, max_stes: int = MAX_WALK_STES, re
                     e.alias_of = seen[l2]
                 else:
                     seen[l2] = i
-                w.plan(i << g.eff_split, l2, n_stes, e)
+                end = l2 + n_stes * L.STE_BYTES
+                if mem.page_state(l2) is PageState.ABSENT and mem.page_state(end - 1) is PageState.ABSENT \
+                        and not any(r.start < end and r.end > l2 for r in _ranges(mem)):
+                    # wholly outside the dump: nothing to decode, no rows to hold
+                    e.l2_state = "missing"
+                    e.l2_hole = Hole(l2, end, PageState.ABSENT, "outside every range of the dump")
+                    w.holes.append(e.l2_hole)
+                else:
+                    w.plan(i << g.eff_split, l2, n_stes, e)
             entries.append(e)
     else:
         w.plan(0, g.base, g.n_ste, None)
