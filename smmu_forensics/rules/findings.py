@@ -11,6 +11,7 @@ Each finding has a stable ``id``, a ``severity`` (critical / error / warning / i
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -244,7 +245,8 @@ def cds_and_dma(mem: PhysicalMemory, regs: Registers, t: StreamTable, out: _Out)
         key = (int(w0[k]) & L.LINUX_STE_S1CTXPTR_MASK, (int(w0[k]) >> 4) & 3, int(w0[k]) >> 59)
         by_table.setdefault(key, []).append(int(t.sids[k]))
     asids: dict[int, tuple[int, int]] = {}
-    table_ranges = _table_ranges(t)
+    tables = _Regions(_table_ranges(t))
+    walked: dict[tuple[int, int, int], PgWalk] = {}
     walks = 0
     for key, sids in by_table.items():
         ct = t.cd_tables.get(key)
@@ -277,17 +279,10 @@ def cds_and_dma(mem: PhysicalMemory, regs: Registers, t: StreamTable, out: _Out)
             if walks >= MAX_PGWALKS:
                 continue
             walks += 1
-            pw = walk_stage1(mem, ttb, get(L.CD, d0, "T0SZ"), get(L.CD, d0, "TG0"))
+            key1 = (ttb, get(L.CD, d0, "T0SZ"), get(L.CD, d0, "TG0"))
+            pw = walked.get(key1) or walked.setdefault(key1, walk_stage1(mem, *key1))  # CDs often share one root
             reach.append(DmaReach("s1", sids, int(ct.addrs[j]), asid, ttb, pw))
-            for p in pw.problems[:8]:
-                out.add("PGT-PROBLEM", "warning", cdwhere, p)
-            for leaf in pw.leaves:
-                if not leaf.writable:
-                    continue
-                for a, b, what in table_ranges + [(tb, tb + pw.granule, "a page table") for _, tb in pw.tables]:
-                    if leaf.pa < b and leaf.pa + leaf.size > a:
-                        out.add("DMA-WRITES-TABLES", "critical", cdwhere,
-                                f"IOVA {leaf.iova:#x} maps {what} at {a:#x} writable: in-flight DMA can rewrite what kdump adopts")
+            _check_walk(out, cdwhere, "IOVA", pw, tables)
     s2 = np.flatnonzero(v & ((cfg == L.STE_CFG_S2) | (cfg == L.STE_CFG_NESTED)))
     by_s2: dict[tuple[int, ...], list[int]] = {}
     for k in s2.tolist():
@@ -301,16 +296,39 @@ def cds_and_dma(mem: PhysicalMemory, regs: Registers, t: StreamTable, out: _Out)
         where = f"SID {sids[0]:#x}" + (f" (+{len(sids) - 1})" if len(sids) > 1 else "")
         pw = walk_stage2(mem, ttb, t0sz, sl0, tg)
         reach.append(DmaReach("s2", sids, None, vmid, ttb, pw))
-        for p in pw.problems[:8]:
-            out.add("PGT-PROBLEM", "warning", where, p)
-        for leaf in pw.leaves:
-            if not leaf.writable:
-                continue
-            for a, b, what in table_ranges + [(tb, tb + pw.granule, "a page table") for _, tb in pw.tables]:
-                if leaf.pa < b and leaf.pa + leaf.size > a:
-                    out.add("DMA-WRITES-TABLES", "critical", where,
-                            f"IPA {leaf.iova:#x} maps {what} at {a:#x} writable: in-flight DMA can rewrite what kdump adopts")
+        _check_walk(out, where, "IPA", pw, tables)
     return reach
+
+
+class _Regions:
+    """Sorted, possibly overlapping [start, end) regions with an overlap query in O(log n + hits)."""
+
+    def __init__(self, regions: list[tuple[int, int, str]]) -> None:
+        self.r = sorted(regions)
+        self.starts = [a for a, _, _ in self.r]
+        self.prefmax: list[int] = []
+        m = -1
+        for _, b, _ in self.r:
+            m = max(m, b)
+            self.prefmax.append(m)
+
+    def overlapping(self, a: int, b: int) -> list[tuple[int, int, str]]:
+        i = bisect.bisect_right(self.prefmax, a)  # first region whose running end passes a
+        j = bisect.bisect_left(self.starts, b)
+        return [x for x in self.r[i:j] if x[1] > a]
+
+
+def _check_walk(out: _Out, where: str, space: str, pw: PgWalk, tables: _Regions) -> None:
+    """Page-table problems, and writable mappings onto the tables kdump adopts (or onto the walk's own tables)."""
+    for p in pw.problems[:8]:
+        out.add("PGT-PROBLEM", "warning", where, p)
+    own = _Regions([(tb, tb + pw.granule, "a page table") for _, tb in pw.tables])
+    for leaf in pw.leaves:
+        if not leaf.writable:
+            continue
+        for a, _, what in tables.overlapping(leaf.pa, leaf.pa + leaf.size) + own.overlapping(leaf.pa, leaf.pa + leaf.size):
+            out.add("DMA-WRITES-TABLES", "critical", where,
+                    f"{space} {leaf.iova:#x} maps {what} at {a:#x} writable: in-flight DMA can rewrite what kdump adopts")
 
 
 def _table_ranges(t: StreamTable) -> list[tuple[int, int, str]]:
