@@ -70,11 +70,31 @@ def _open(dump: str, raw_base: str | None):  # type: ignore[no-untyped-def]
 
 
 def _emit_json(obj: Any) -> None:
-    """Indented for a terminal; compact (the C encoder, several times faster) into a pipe or file."""
-    if sys.stdout.isatty():
-        sys.stdout.write(json.dumps(obj, indent=1) + "\n")
-    else:
-        sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    """Indented for a terminal; compact (the C encoder, several times faster) into a pipe or file.
+
+    STE listings (report.model.SteListing) are streamed chunk by chunk, so the output of
+    ``--all`` on a huge table is written without holding it in memory.
+    """
+    from smmu_forensics.report.model import SteListing
+
+    kw: dict[str, Any] = {"indent": 1} if sys.stdout.isatty() else {"separators": (",", ":")}
+    lazy: list[SteListing] = []
+    for s in obj.get("smmus", []) if isinstance(obj, dict) else []:
+        stes = s.get("table", {}).get("stes")
+        if isinstance(stes, SteListing):
+            s["table"]["stes"] = f"\x00stes{len(lazy)}\x00"
+            lazy.append(stes)
+    text = json.dumps(obj, **kw)
+    for i, listing in enumerate(lazy):
+        head, _, text = text.partition(json.dumps(f"\x00stes{i}\x00"))
+        sys.stdout.write(head + "[")
+        first = True
+        for chunk in listing.chunks():
+            if chunk:
+                sys.stdout.write(("" if first else ",") + ",".join(json.dumps(e, **kw) for e in chunk))
+                first = False
+        sys.stdout.write("]")
+    sys.stdout.write(text + "\n")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -74,12 +74,16 @@ def _fields_from_columns(lay: L.Layout, cols: dict[str, np.ndarray], k: int, all
 
 
 def ste_entries(t: StreamTable, rows: np.ndarray) -> list[dict[str, Any]]:
-    """JSON entries of many STEs, decoded through the vectorised path (equal to Construct's)."""
+    """JSON entries of STEs, decoded through the vectorised path (equal to Construct's).
+
+    ``fields`` (the decoded non-zero fields) is given for valid STEs whose Config is not abort;
+    the others carry sid, raw, valid and config only.
+    """
     if len(rows) == 0:
         return []
     words = t.words[rows]
     cols = vector.decode(L.STE, words)
-    raw = words.astype("<u8").tobytes()
+    raw = words.astype("<u8").tobytes().hex()
     sids, addrs, known = t.sids[rows].tolist(), t.addrs[rows].tolist(), t.known[rows].tolist()
     v = cols["V"].tolist()
     cfgs = cols["CONFIG"].tolist()
@@ -91,15 +95,45 @@ def ste_entries(t: StreamTable, rows: np.ndarray) -> list[dict[str, Any]]:
             "sid_hex": hx(sids[k]),
             "addr": hx(addrs[k]),
             "in_dump": kn,
-            "raw": raw[64 * k : 64 * k + 64].hex() if kn else None,
+            "raw": raw[128 * k : 128 * k + 128] if kn else None,
             "valid": bool(v[k]) if kn else None,
             "config": CONFIG_NAMES[cfgs[k]] if kn else None,
             "config_raw": cfgs[k] if kn else None,
         }
-        if kn and v[k]:
+        if kn and v[k] and cfgs[k]:
             e["fields"] = _fields_from_columns(L.STE, cols, k, False)
         out.append(e)
     return out
+
+
+class SteListing:
+    """The listed STEs of a table, generated in chunks when asked: ``--all`` on a table of a
+    million STEs never holds a million dicts.  Behaves as a read-only list for renderers; the
+    JSON writer streams it (see cli._emit_json)."""
+
+    CHUNK = 8192
+
+    def __init__(self, t: StreamTable, rows: np.ndarray) -> None:
+        self.t, self.rows = t, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return ste_entries(self.t, self.rows[i])
+        return ste_entries(self.t, self.rows[i : i + 1] if i >= 0 else self.rows[i:][:1])[0]
+
+    def chunks(self) -> Any:
+        for a in range(0, len(self.rows), self.CHUNK):
+            yield ste_entries(self.t, self.rows[a : a + self.CHUNK])
+
+    def __iter__(self) -> Any:
+        for c in self.chunks():
+            yield from c
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == other
 
 
 def ste_entry(t: StreamTable, k: int, full: bool = False) -> dict[str, Any]:
@@ -168,7 +202,7 @@ def table_model(t: StreamTable, list_all: bool) -> dict[str, Any]:
             "listed": int(len(listed)),
             "listing": "all" if list_all else "valid, config not abort",
         },
-        "stes": ste_entries(t, listed),
+        "stes": SteListing(t, listed),
         "truncated": list(t.truncated),
         "cd_tables": [
             {
