@@ -105,8 +105,8 @@ EXACT = [  # scenario, ruleset, rule, errno, message exactly as that kernel prin
     ("lin-log2size-max", "v6", "LIN-LOG2SIZE-MAX", -22, "kdump: unsupported log2size 26 (> 25)"),
     ("lin-log2size-cap", "latest", "LIN-LOG2SIZE-MAX", -22, "unsupported log2size 17 (> 16)"),
     ("lin-align", "latest", "LIN-ALIGN", -22, "unaligned stream table base 0x0000000040100000"),
-    ("scan-ste-cfg", "latest", "SCAN-STE-CFG", -22, None),
-    ("scan-cd-asid", "latest", "SCAN-CD-ASID", -22, None),
+    ("scan-ste-cfg", "latest", "SCAN-STE-CFG", -22, "kdump: failed to reserve in-use ASIDs/VMIDs"),
+    ("scan-cd-asid", "latest", "SCAN-CD-ASID", -22, "kdump: failed to reserve in-use ASIDs/VMIDs"),
 ]
 
 

@@ -46,6 +46,8 @@ def _smmu(s: dict[str, Any]) -> list[str]:
     for name, v in s["verdicts"].items():
         if v["decision"] == "reset" and v["detail"]:
             o.append(f"\n{md(name)}: {md(v['detail'])}")
+        if v["kernel_log"] and v["decision"] != "adopt":
+            o += ["", f"{md(name)}, what the kdump kernel prints:", "", "```"] + [line.replace("`", "'") for line in v["kernel_log"]] + ["```"]
         for n in v["notes"]:
             o.append(f"\n{md(name)} note: {md(n)}")
     t = s["table"]

@@ -95,6 +95,14 @@ def _smmu(s: dict[str, Any], c: Console) -> None:
         vt.add_row(T(name), T(label, style), T(v["rule"] or "-"), T(v["errno_name"] and f"-{v['errno_name']}" or "-"),
                    T(f"{why}{extra}{notes}"))
     c.print(vt)
+    logs: dict[tuple[str, ...], list[str]] = {}
+    for name, v in s["verdicts"].items():
+        if v["kernel_log"]:
+            logs.setdefault(tuple(v["kernel_log"]), []).append(name)
+    for lines, names in logs.items():
+        c.print(T(f"what the kdump kernel prints ({', '.join(names)}):", "dim"))
+        for line in lines:
+            c.print(T(f"  {line}", "dim"))
 
     t = s["table"]
     if not t.get("format"):

@@ -109,7 +109,10 @@ class Ctx:
 
     def fail(self, rule: str, errno: str, *args: Any, level: str = "dev_err", detail: str = "") -> Stop:
         self.v.trail.append(Step(rule, "fail", detail))
-        msg = self.rs.msg(rule, *args) if rule in self.rs.messages else None
+        if rule.startswith("SCAN-"):  # the scan's helpers print nothing; kdump.c prints one line for all
+            msg: str | None = self.rs.msg("SCAN-FAIL")
+        else:
+            msg = self.rs.msg(rule, *args) if rule in self.rs.messages else None
         return Stop("reset", rule, errno, msg, level, detail)
 
     def unknown(self, rule: str, what: str) -> Stop:
@@ -156,7 +159,5 @@ def evaluate(rs: Ruleset, regs: Registers, table: StreamTable | None) -> Verdict
     if stop.message:
         v.kernel_log.append(f"{dev}{stop.message}  ({stop.level})")
     if stop.decision == "reset":
-        if stop.rule and stop.rule.startswith("SCAN-"):
-            v.kernel_log.append(f"{dev}{rs.msg('SCAN-FAIL')}  (dev_warn)")
         v.kernel_log.append(f"{dev}{rs.msg('FALLBACK')}  (dev_warn)")
     return v
