@@ -20,13 +20,15 @@ from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import vector
 from smmu_forensics.smmu.fields import get
-from smmu_forensics.smmu.pgtable import PgWalk, walk_stage1, walk_stage2
+from smmu_forensics.smmu.pgtable import Budget, PgWalk, walk_stage1, walk_stage2
 from smmu_forensics.smmu.registers import Registers
 from smmu_forensics.smmu.table import StreamTable
 
 SEVERITIES = ("critical", "error", "warning", "info")
 MAX_PER_KIND = 32  # findings of one id listed before "and N more"
 MAX_PGWALKS = 256
+MAX_CD_FINDING_TABLES = 4096  # CD tables whose CDs are checked one by one
+MAX_CDS_PER_TABLE = 1024
 
 
 @dataclass
@@ -64,6 +66,12 @@ class _Out:
         self._count[fid] = n
         if n <= MAX_PER_KIND:
             self.items.append(Finding(fid, sev, where, msg))
+
+    def full(self, fid: str) -> bool:
+        return self._count.get(fid, 0) >= MAX_PER_KIND
+
+    def count(self, fid: str, n: int) -> None:
+        self._count[fid] = self._count.get(fid, 0) + n
 
     def close(self) -> list[Finding]:
         for fid, n in self._count.items():
@@ -247,8 +255,12 @@ def cds_and_dma(mem: PhysicalMemory, regs: Registers, t: StreamTable, out: _Out)
     asids: dict[int, tuple[int, int]] = {}
     tables = _Regions(_table_ranges(t))
     walked: dict[tuple[int, int, int], PgWalk] = {}
+    budget = Budget()
     walks = 0
-    for key, sids in by_table.items():
+    for n_tab, (key, sids) in enumerate(by_table.items()):
+        if n_tab >= MAX_CD_FINDING_TABLES:
+            out.add("WALK-TRUNCATED", "warning", "CD tables", f"{len(by_table)} CD tables: only the first {MAX_CD_FINDING_TABLES} checked")
+            break
         ct = t.cd_tables.get(key)
         where = f"SID {sids[0]:#x}" + (f" (+{len(sids) - 1})" if len(sids) > 1 else "")
         if ct is None or ct.not_read:
@@ -258,7 +270,7 @@ def cds_and_dma(mem: PhysicalMemory, regs: Registers, t: StreamTable, out: _Out)
         cd0 = np.flatnonzero(ct.ssids == 0)
         if not len(cd0) and not ct.holes:
             out.add("CD-ZERO", "warning", where, f"stage-1 STE but CD 0 at {key[0]:#x} is all zero: the SMMU faults (C_BAD_CD)")
-        for j in range(len(ct.words)):
+        for j in range(min(len(ct.words), MAX_CDS_PER_TABLE)):
             words = [int(x) for x in ct.words[j]]
             d0 = words[0]
             cdwhere = f"CD {int(ct.addrs[j]):#x} (SSID {int(ct.ssids[j])})"
@@ -280,7 +292,7 @@ def cds_and_dma(mem: PhysicalMemory, regs: Registers, t: StreamTable, out: _Out)
                 continue
             walks += 1
             key1 = (ttb, get(L.CD, d0, "T0SZ"), get(L.CD, d0, "TG0"))
-            pw = walked.get(key1) or walked.setdefault(key1, walk_stage1(mem, *key1))  # CDs often share one root
+            pw = walked.get(key1) or walked.setdefault(key1, walk_stage1(mem, *key1, budget=budget))  # CDs often share one root
             reach.append(DmaReach("s1", sids, int(ct.addrs[j]), asid, ttb, pw))
             _check_walk(out, cdwhere, "IOVA", pw, tables)
     s2 = np.flatnonzero(v & ((cfg == L.STE_CFG_S2) | (cfg == L.STE_CFG_NESTED)))
@@ -294,7 +306,7 @@ def cds_and_dma(mem: PhysicalMemory, regs: Registers, t: StreamTable, out: _Out)
             break
         walks += 1
         where = f"SID {sids[0]:#x}" + (f" (+{len(sids) - 1})" if len(sids) > 1 else "")
-        pw = walk_stage2(mem, ttb, t0sz, sl0, tg)
+        pw = walk_stage2(mem, ttb, t0sz, sl0, tg, budget=budget)
         reach.append(DmaReach("s2", sids, None, vmid, ttb, pw))
         _check_walk(out, where, "IPA", pw, tables)
     return reach
@@ -326,7 +338,11 @@ def _check_walk(out: _Out, where: str, space: str, pw: PgWalk, tables: _Regions)
     for leaf in pw.leaves:
         if not leaf.writable:
             continue
-        for a, _, what in tables.overlapping(leaf.pa, leaf.pa + leaf.size) + own.overlapping(leaf.pa, leaf.pa + leaf.size):
+        hits = tables.overlapping(leaf.pa, leaf.pa + leaf.size) + own.overlapping(leaf.pa, leaf.pa + leaf.size)
+        if out.full("DMA-WRITES-TABLES"):
+            out.count("DMA-WRITES-TABLES", len(hits))  # counted, not spelled out
+            continue
+        for a, _, what in hits:
             out.add("DMA-WRITES-TABLES", "critical", where,
                     f"{space} {leaf.iova:#x} maps {what} at {a:#x} writable: in-flight DMA can rewrite what kdump adopts")
 

@@ -136,15 +136,17 @@ def scan(ctx: Ctx) -> Stop | None:
             size = np.maximum(np.where(s1fmt == 0, lin_size, l2_size), np.uint64(1))
             c[(c == 0) & ((ptr % size) != 0)] = CODE["SCAN-CDTAB-ALIGN"]
         ok = known[s1]
-        for j in np.flatnonzero(c == 0).tolist():
+        verdicts: dict[tuple[int, int, int], tuple[str | None, str, bool]] = {}
+        for j in np.flatnonzero((c == 0) & ok).tolist():
             k = int(s1[j])
-            if not ok[j]:
-                continue
-            ct = t.cd_tables.get((int(ptr[j]), int(s1fmt[j]), int(cdmax[j])))
-            if ct is None:
-                cd_unknown[k] = "CD table not read"
-                continue
-            r, d, unk = _cd_table_error(ctx, ct, ctx.regs.asid_bits)
+            key = (int(ptr[j]), int(s1fmt[j]), int(cdmax[j]))
+            if key not in verdicts:  # many STEs share one CD table: judge it once
+                ct = t.cd_tables.get(key)
+                if ct is None or ct.not_read:
+                    verdicts[key] = (None, ct.not_read if ct else "CD table not read", True)
+                else:
+                    verdicts[key] = _cd_table_error(ctx, ct, ctx.regs.asid_bits)
+            r, d, unk = verdicts[key]
             if r:
                 c[j] = CODE[r]
                 detail[k] = d

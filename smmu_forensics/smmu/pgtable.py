@@ -52,7 +52,8 @@ class PgWalk:
     truncated: bool = False
 
 
-def walk_stage1(mem: PhysicalMemory, ttb: int, t0sz: int, tg: int, max_tables: int = 4096, max_leaves: int = 1 << 16) -> PgWalk:
+def walk_stage1(mem: PhysicalMemory, ttb: int, t0sz: int, tg: int, max_tables: int = 4096, max_leaves: int = 1 << 16,
+                budget: Budget | None = None) -> PgWalk:
     """Stage 1 from a CD: TTB0, T0SZ, TG0 (00 4K, 01 64K, 10 16K).  Start level from the input size."""
     pg_shift = GRANULE_SHIFT.get(tg)
     ias = 64 - t0sz
@@ -66,11 +67,11 @@ def walk_stage1(mem: PhysicalMemory, ttb: int, t0sz: int, tg: int, max_tables: i
         return w
     bpl = pg_shift - 3
     levels = -(-(ias - pg_shift) // bpl)
-    return _walk(mem, ttb, ias, pg_shift, 4 - levels, 1, max_tables, max_leaves)
+    return _walk(mem, ttb, ias, pg_shift, 4 - levels, 1, max_tables, max_leaves, budget)
 
 
 def walk_stage2(mem: PhysicalMemory, s2ttb: int, s2t0sz: int, s2sl0: int, s2tg: int,
-                max_tables: int = 4096, max_leaves: int = 1 << 16) -> PgWalk:
+                max_tables: int = 4096, max_leaves: int = 1 << 16, budget: Budget | None = None) -> PgWalk:
     """Stage 2 from an STE: S2TTB, S2T0SZ, S2SL0, S2TG (00 4K, 01 64K, 10 16K).
 
     Start level (QEMU get_start_level(), Arm ARM D8-12/D8-22/D8-31): 4 KiB ``2 - SL0``, 16/64 KiB
@@ -89,11 +90,19 @@ def walk_stage2(mem: PhysicalMemory, s2ttb: int, s2t0sz: int, s2sl0: int, s2tg: 
         w = PgWalk(s2ttb, 1 << pg_shift, max(start, 0), ias)
         w.problems.append(f"S2T0SZ={s2t0sz} with S2SL0={s2sl0} is inconsistent: the STE is ILLEGAL (C_BAD_STE)")
         return w
-    return _walk(mem, s2ttb, ias, pg_shift, start, 2, max_tables, max_leaves)
+    return _walk(mem, s2ttb, ias, pg_shift, start, 2, max_tables, max_leaves, budget)
+
+
+class Budget:
+    """What all the walks of one report may still spend (tables read, leaves recorded)."""
+
+    def __init__(self, tables: int = 8192, leaves: int = 1 << 16) -> None:
+        self.tables, self.leaves = tables, leaves
 
 
 def _walk(mem: PhysicalMemory, ttb: int, ias: int, pg_shift: int, start: int, stage: int,
-          max_tables: int, max_leaves: int) -> PgWalk:
+          max_tables: int, max_leaves: int, budget: Budget | None = None) -> PgWalk:
+    budget = budget or Budget(max_tables, max_leaves)
     bpl = pg_shift - 3
     start_shift = pg_shift + (3 - start) * bpl
     n_start = 1 << max(ias - start_shift, 0)  # entries of the starting level (maybe concatenated tables)
@@ -101,16 +110,18 @@ def _walk(mem: PhysicalMemory, ttb: int, ias: int, pg_shift: int, start: int, st
     root = ttb & genmask(47, 4) & ~(max(64, n_start * 8) - 1)  # low bits below the table size are treated as 0
     seen: set[int] = set()
     stack = [(start, root, 0, n_start)]
+    addr_mask = np.uint64(PTE_ADDR_MASK & ~((1 << pg_shift) - 1))
     while stack:
         level, table, base_iova, n = stack.pop()
         if table in seen:
             w.problems.append(f"level-{level} table {table:#x} is referenced twice (a loop or a shared table)")
             continue
-        if len(seen) >= max_tables:
+        if len(seen) >= max_tables or budget.tables <= 0:
             w.truncated = True
-            w.problems.append(f"more than {max_tables} tables: walk stopped")
+            w.problems.append(f"table budget spent ({len(seen)} tables in this walk): walk stopped")
             break
         seen.add(table)
+        budget.tables -= 1
         w.tables.append((level, table))
         r = mem.read_partial(table, n * 8)
         if r.holes:
@@ -119,32 +130,41 @@ def _walk(mem: PhysicalMemory, ttb: int, ias: int, pg_shift: int, start: int, st
             if len(r.holes) == 1 and h.start <= table and h.end >= table + n * 8:
                 continue
         desc = np.frombuffer(r.data, dtype="<u8")
+        known = np.ones(n, dtype=bool)
+        for h in r.holes:
+            known[max(0, (h.start - table) // 8) : max(0, -(-(h.end - table) // 8))] = False
+        typ = desc & np.uint64(3)
         shift = pg_shift + (3 - level) * bpl
-        for i in np.flatnonzero(desc & np.uint64(1)).tolist():
-            if r.missing(table + 8 * i, 8):
-                continue
-            d = int(desc[i])
-            iova = base_iova | (i << shift)
-            typ = d & 3
-            out = d & PTE_ADDR_MASK & ~((1 << pg_shift) - 1)
-            if level < 3 and typ == 3:
-                stack.append((level + 1, out, iova, 1 << bpl))
-                continue
-            if level == 3 and typ == 1:
-                w.problems.append(f"reserved level-3 descriptor {d:#x} at {table + 8 * i:#x} (IOVA {iova:#x}): faults")
-                continue
-            if typ == 1 and (level == 0 or (pg_shift != 12 and level == 1)):
-                w.problems.append(f"block descriptor at level {level} ({d:#x}) not allowed for this granule: faults")
-                continue
-            size = 1 << shift
-            out &= ~(size - 1)
-            w.n_leaves += 1
-            w.mapped_bytes += size
-            writable = not d & PTE_AP_RDONLY if stage == 1 else bool(d & PTE_S2AP_WRITE)
-            if len(w.leaves) < max_leaves:
-                w.leaves.append(Leaf(iova, out, size, level, writable))
-            else:
-                w.truncated = True
+        idx = np.arange(n, dtype=np.uint64)
+        if level < 3:
+            for i in np.flatnonzero(known & (typ == 3)).tolist():
+                stack.append((level + 1, int(desc[i] & addr_mask), base_iova | (i << shift), 1 << bpl))
+            leaf = known & (typ == 1)
+            if level == 0 or (pg_shift != 12 and level == 1):
+                bad = np.flatnonzero(leaf)
+                if len(bad):
+                    w.problems.append(f"{len(bad)} block descriptor(s) at level {level} in {table:#x}, not allowed for this granule: faults")
+                leaf = np.zeros(n, dtype=bool)
+        else:
+            leaf = known & (typ == 3)
+            reserved = np.flatnonzero(known & (typ == 1))
+            if len(reserved):
+                w.problems.append(f"{len(reserved)} reserved level-3 descriptor(s) in {table:#x}: fault")
+        sel = np.flatnonzero(leaf)
+        if not len(sel):
+            continue
+        size = 1 << shift
+        w.n_leaves += len(sel)
+        w.mapped_bytes += len(sel) * size
+        take = sel[: max(0, min(budget.leaves, max_leaves - len(w.leaves)))]
+        if len(take) < len(sel):
+            w.truncated = True
+        budget.leaves -= len(take)
+        d = desc[take]
+        outs = (d & addr_mask & ~np.uint64(size - 1)).tolist()
+        wr = ((d & np.uint64(PTE_AP_RDONLY)) == 0) if stage == 1 else ((d & np.uint64(PTE_S2AP_WRITE)) != 0)
+        for i, out, x in zip(idx[take].tolist(), outs, wr.tolist()):
+            w.leaves.append(Leaf(base_iova | (int(i) << shift), out, size, level, bool(x)))
     w.tables.sort()
     w.leaves.sort(key=lambda leaf: leaf.iova)
     return w

@@ -28,6 +28,8 @@ MAX_L1_WALK = 1 << 20  # 8 MiB of L1 descriptors (the kernel's own maximum is 2^
 MAX_L1_ENTRIES = 1 << 17  # non-zero descriptors decoded into L1Entry objects
 MAX_WALK_STES = 1 << 21  # 128 MiB of STEs
 MAX_WALK_CDS = 1 << 20  # 64 MiB of CDs, over all CD tables
+MAX_CD_TABLES = 1 << 14  # distinct CD tables read
+MAX_L1CD = 1 << 12  # L1CD descriptors read per CD table (the kernel's maximum is 1024)
 READ_CHUNK = 1 << 22  # bytes per read when walking a large linear table
 
 
@@ -321,8 +323,14 @@ def read_cd_tables(mem: PhysicalMemory, t: StreamTable, regs: Registers) -> None
         axis=1,
     )
     budget = [MAX_WALK_CDS]
-    for ptr, fmt, cdmax, c in np.unique(keys, axis=0).tolist():
+    uniq = np.unique(keys, axis=0).tolist()
+    if len(uniq) > MAX_CD_TABLES:
+        t.truncated.append(f"{len(uniq)} distinct CD tables; read the first {MAX_CD_TABLES}")
+    for n_read, (ptr, fmt, cdmax, c) in enumerate(uniq):
         key = (int(ptr), int(fmt), int(cdmax))
+        if n_read >= MAX_CD_TABLES:
+            t.cd_tables[key] = CdTable(*key, not_read=f"more than {MAX_CD_TABLES} CD tables: not read")
+            continue
         if key in t.cd_tables:
             continue
         if c == L.STE_CFG_NESTED:
@@ -344,27 +352,28 @@ def _read_cd_table(mem: PhysicalMemory, key: tuple[int, int, int], budget: list[
     elif fmt in (1, 2):
         leaf = 64 if fmt == 1 else L.CTXDESC_L2_ENTRIES  # 4 KiB or 64 KiB leaves [S-STE] S1Fmt
         n_l1 = -(-n_ctx // leaf)
-        if n_l1 > MAX_L1_WALK:
+        if n_l1 > MAX_L1CD:  # the kernel itself never has more (SSIDSIZE <= 20): 1024 L1CDs
             ct.truncated = True
-            n_l1 = MAX_L1_WALK
+            n_l1 = MAX_L1CD
         r = mem.read_partial(ptr, n_l1 * 8)
         ct.holes += r.holes
         raws = np.frombuffer(r.data, dtype="<u8")
-        for i in range(n_l1):
-            hole = r.missing(ptr + 8 * i, 8)
-            if hole is not None:
-                ct.l1.append((i, None, "missing"))
-                continue
+        known = np.ones(n_l1, dtype=bool)
+        for h in r.holes:
+            known[max(0, (h.start - ptr) // 8) : max(0, -(-(h.end - ptr) // 8))] = False
+        for i in np.flatnonzero(~known)[:64].tolist():
+            ct.l1.append((i, None, "missing"))
+        for i in np.flatnonzero(known & (raws != 0)).tolist():
             raw = int(raws[i])
             if not raw & 1:
-                if raw:
-                    ct.l1.append((i, raw, "invalid"))
+                ct.l1.append((i, raw, "invalid"))
                 continue
             l2 = raw & L.LINUX_L1CD_L2PTR_MASK
             status = "null-l2ptr" if l2 == 0 else ("misaligned-l2ptr" if l2 % (leaf * L.CD_BYTES) else "valid")
             ct.l1.append((i, raw, status))
             if l2:
                 chunks.append((i * leaf, l2, min(leaf, n_ctx)))
+        ct.l1.sort(key=lambda x: x[0])
     ssids, addrs, words = [], [], []
     for first, addr, count in chunks:
         if count > budget[0]:
