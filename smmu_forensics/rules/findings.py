@@ -56,6 +56,7 @@ class _Out:
         self.items: list[Finding] = []
         self._count: dict[str, int] = {}
         self._seen: set[tuple[str, str, str]] = set()
+        self.uncounted: set[str] = set()  # kinds whose further findings were not even counted
 
     def add(self, fid: str, sev: str, where: str, msg: str) -> None:
         key = (fid, where, msg)
@@ -70,14 +71,12 @@ class _Out:
     def full(self, fid: str) -> bool:
         return self._count.get(fid, 0) >= MAX_PER_KIND
 
-    def count(self, fid: str, n: int) -> None:
-        self._count[fid] = self._count.get(fid, 0) + n
-
     def close(self) -> list[Finding]:
         for fid, n in self._count.items():
-            if n > MAX_PER_KIND:
+            if n > MAX_PER_KIND or fid in self.uncounted:
                 sev = next(f.severity for f in self.items if f.id == fid)
-                self.items.append(Finding(fid, sev, "-", f"... and {n - MAX_PER_KIND} more {fid} findings"))
+                more = "more (not counted)" if fid in self.uncounted else str(n - MAX_PER_KIND) + " more"
+                self.items.append(Finding(fid, sev, "-", f"... and {more} {fid} findings"))
         order = {s: i for i, s in enumerate(SEVERITIES)}
         return sorted(self.items, key=lambda f: order[f.severity])
 
@@ -313,21 +312,26 @@ def cds_and_dma(mem: PhysicalMemory, regs: Registers, t: StreamTable, out: _Out)
 
 
 class _Regions:
-    """Sorted, possibly overlapping [start, end) regions with an overlap query in O(log n + hits)."""
+    """[start, end) regions with an overlap query in O(buckets * log n + hits).
+
+    Regions are bucketed by the power of two above their length, so within a bucket a region that
+    starts more than one bucket-length before the query cannot reach it (a garbage table with one
+    huge region must not make every query scan everything).
+    """
 
     def __init__(self, regions: list[tuple[int, int, str]]) -> None:
-        self.r = sorted(regions)
-        self.starts = [a for a, _, _ in self.r]
-        self.prefmax: list[int] = []
-        m = -1
-        for _, b, _ in self.r:
-            m = max(m, b)
-            self.prefmax.append(m)
+        buckets: dict[int, list[tuple[int, int, str]]] = {}
+        for r in regions:
+            buckets.setdefault(max(r[1] - r[0], 1).bit_length(), []).append(r)
+        self.buckets = [(1 << k, [a for a, _, _ in rs], rs) for k, rs in ((k, sorted(v)) for k, v in buckets.items())]
 
     def overlapping(self, a: int, b: int) -> list[tuple[int, int, str]]:
-        i = bisect.bisect_right(self.prefmax, a)  # first region whose running end passes a
-        j = bisect.bisect_left(self.starts, b)
-        return [x for x in self.r[i:j] if x[1] > a]
+        out: list[tuple[int, int, str]] = []
+        for maxlen, starts, rs in self.buckets:
+            i = bisect.bisect_left(starts, a - maxlen + 1)
+            j = bisect.bisect_left(starts, b)
+            out += [x for x in rs[i:j] if x[1] > a]
+        return out
 
 
 def _check_walk(out: _Out, where: str, space: str, pw: PgWalk, tables: _Regions) -> None:
@@ -338,10 +342,10 @@ def _check_walk(out: _Out, where: str, space: str, pw: PgWalk, tables: _Regions)
     for leaf in pw.leaves:
         if not leaf.writable:
             continue
-        hits = tables.overlapping(leaf.pa, leaf.pa + leaf.size) + own.overlapping(leaf.pa, leaf.pa + leaf.size)
         if out.full("DMA-WRITES-TABLES"):
-            out.count("DMA-WRITES-TABLES", len(hits))  # counted, not spelled out
-            continue
+            out.uncounted.add("DMA-WRITES-TABLES")  # enough listed: the rest is neither spelled out nor counted
+            return
+        hits = tables.overlapping(leaf.pa, leaf.pa + leaf.size) + own.overlapping(leaf.pa, leaf.pa + leaf.size)
         for a, _, what in hits:
             out.add("DMA-WRITES-TABLES", "critical", where,
                     f"{space} {leaf.iova:#x} maps {what} at {a:#x} writable: in-flight DMA can rewrite what kdump adopts")
