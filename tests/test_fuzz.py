@@ -61,3 +61,43 @@ def test_mutated_dumps(tmp_path, seed):
             assert code in (0, 1, 3, 4), (fmt, args[0], code)
             seen[code] = seen.get(code, 0) + 1
     assert seen.get(3) and seen.get(0)  # the mutations did break some files, and left others readable
+
+
+def test_random_tables_and_registers(tmp_path):
+    """Random register values over memory full of random tables: bounded time, a verdict, every
+    renderer copes.  (The first version of this fuzz found three walks that took over a minute.)"""
+    from rich.console import Console
+
+    from smmu_forensics.dumps.sniff import open_dump
+    from smmu_forensics.report import markdown, model, terminal
+    from smmu_forensics.smmu.registers import Registers
+    from smmu_forensics.synth.image import MemoryImage
+    from smmu_forensics.synth.writers import write_elf
+
+    rnd = random.Random(5)
+    img = MemoryImage()
+    img.ram = [(0x40000000, 0x400000)]
+    for a in range(0x40000000, 0x40400000, 0x1000):
+        if rnd.random() < 0.7:
+            words = []
+            for _ in range(512):
+                r = rnd.random()
+                w = 0 if r < 0.3 else ((rnd.randrange(0x40000000, 0x40400000) & ~0x3F) | rnd.randrange(64) | rnd.getrandbits(5) << 59
+                                       if r < 0.6 else rnd.getrandbits(64))
+                words.append(w)
+            img.write(a, b"".join(w.to_bytes(8, "little") for w in words))
+    write_elf(img, str(tmp_path / "r.elf"))
+    with open_dump(str(tmp_path / "r.elf")) as mem:
+        for _ in range(8):
+            regs = Registers.from_mapping({
+                "idr0": rnd.getrandbits(32), "idr1": rnd.getrandbits(32), "idr5": rnd.getrandbits(32), "cr0": 0xD, "gerror": 0,
+                "strtab_base": rnd.choice([0x40000000, rnd.randrange(0x40000000, 0x40400000) & ~0x3F, rnd.getrandbits(64)]),
+                "strtab_base_cfg": rnd.choice([rnd.getrandbits(32), 0x10200 | rnd.randrange(8, 26), rnd.randrange(64)]),
+            })
+            t = time.monotonic()
+            s = model.inspect_smmu(mem, regs, ["v6", "v7", "latest"], list_all=rnd.random() < 0.5)
+            rep = model.build(mem, [s], ["v6", "v7", "latest"])
+            markdown.render(rep)
+            terminal.render(rep, Console(file=io.StringIO(), width=120))
+            assert time.monotonic() - t < 30, regs.values
+            assert all(v["decision"] in ("adopt", "reset", "no-adopt", "unknown") for v in s["verdicts"].values())
