@@ -135,3 +135,17 @@ def test_truncated_elf_segment_runs(tmp_path):
         assert [(h.state.value, hex(h.start), hex(h.end)) for h in r.holes] == [("lost", "0x40003000", "0x40004000"),
                                                                                 ("excluded", "0x40004000", "0x40004ff0")]
         assert mem.info().incomplete
+
+
+def test_kernel_text_segment_overlapping_ram(tmp_path):
+    """/proc/vmcore's first PT_LOAD maps the kernel image, which a RAM PT_LOAD covers again."""
+    ram = bytes(range(256)) * 64  # 16 KiB at 0x40000000
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
+    ehdr = ident + struct.pack("<HHIQQQIHHHHHH", 4, 183, 1, 0, 64, 0, 0, 64, 56, 2, 64, 0, 0)
+    text = struct.pack("<IIQQQQQQ", 1, 7, 0x1000 + 0x1000, 0xFFFF800008000000, 0x40001000, 0x2000, 0x2000, 0x1000)
+    full = struct.pack("<IIQQQQQQ", 1, 7, 0x1000, 0xFFFF000000000000, 0x40000000, len(ram), len(ram), 0x1000)
+    blob = ehdr + text + full
+    (tmp_path / "vmcore").write_bytes(blob + bytes(0x1000 - len(blob)) + ram)
+    with open_dump(str(tmp_path / "vmcore")) as mem:
+        assert [(r.start, r.end) for r in mem.ranges()] == [(0x40000000, 0x40004000)]
+        assert mem.read(0x40000FF0, 0x2020) == ram[0xFF0:0x3010]
