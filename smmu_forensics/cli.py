@@ -63,10 +63,26 @@ def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
 
 
 def _open(dump: str, raw_base: str | None):  # type: ignore[no-untyped-def]
+    """Open a dump; a headerless file whose sidecar records ``raw_base`` opens as raw memory there."""
     from smmu_forensics.dumps.sniff import open_dump, parse_int
+    from smmu_forensics.errors import DumpError
+    from smmu_forensics.smmu.registers import find_sidecar
 
     base = parse_int(raw_base, "--raw-base") if raw_base is not None else None
-    return open_dump(dump, raw_base=base, progress=_progress())
+    try:
+        return open_dump(dump, raw_base=base, progress=_progress())
+    except DumpError as exc:
+        side = find_sidecar(dump) if base is None and "unknown dump format" in exc.problem else None
+        if side is None:
+            raise
+        try:
+            with open(side) as f:
+                side_base = json.load(f).get("raw_base")
+        except (OSError, ValueError, AttributeError):
+            raise exc from None
+        if side_base is None:
+            raise
+        return open_dump(dump, raw_base=parse_int(str(side_base), f"raw_base in {side}"), progress=_progress())
 
 
 def _emit_json(obj: Any) -> None:

@@ -150,6 +150,8 @@ def test_synth_command_and_raw_sidecar(tmp_path):
     assert code == 1 and rep["smmus"][0]["verdicts"]["v6"]["message"] == "kdump: L1[1] unsupported span 5 (vs 9)"
     code, rep = cli_json("inspect", str(tmp_path / "d.raw"), "--raw-base", "0x40000000")
     assert code == 1
+    code, rep = cli_json("inspect", str(tmp_path / "d.raw"))  # the sidecar's raw_base
+    assert code == 1 and rep["dump"]["format"] == "raw"
     p = run_cli("synth", str(tmp_path / "nope.yaml"), "-o", str(tmp_path / "x"))
     assert p.returncode == 2 and b"Traceback" not in p.stderr
 
