@@ -66,10 +66,7 @@ class Layout:
         return max(1, self.size // 8)
 
     def field(self, name: str) -> Field:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(name)
+        return _BY_NAME[self.name][name]
 
 
 def F(name: str, word: int, hi: int, lo: int | None = None, doc: str = "", addr: bool = False, enum: dict[int, str] | None = None) -> Field:
@@ -293,6 +290,7 @@ CR0_SMMUEN = 1 << 0  # [LH]
 
 LAYOUTS = {lay.name: lay for lay in (IDR0, IDR1, IDR3, IDR5, CR0, CR1, CR2, GBPA, GERROR, STRTAB_BASE,
                                      STRTAB_BASE_CFG, L1STD, STE, L1CD, CD)}
+_BY_NAME = {lay.name: {f.name: f for f in lay.fields} for lay in LAYOUTS.values()}
 
 
 def get(layout: Layout, value_words: list[int] | tuple[int, ...] | int, name: str) -> int:
