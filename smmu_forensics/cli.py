@@ -306,9 +306,12 @@ def _render(report: dict[str, Any], fmt: str) -> None:
 @click.option("--all", "list_all", is_flag=True, help="list every STE walked, not only the valid non-abort ones")
 @click.option("--sid", metavar="N", help="decode one StreamID fully, with its context descriptors")
 @click.option("--max-stes", type=click.IntRange(1, 1 << 24), default=None, help="walk at most N STEs (default 2097152)")
+@click.option("--fail-on", type=click.Choice(["critical", "error", "warning"]), default=None,
+              help="also exit 1 when a finding of this severity or worse is reported (for CI gates)")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], coherent: bool | None, smmu_base: str | None,
-            raw_base: str | None, list_all: bool, sid: str | None, max_stes: int | None, fmt: str, **flags: str | None) -> None:
+            raw_base: str | None, list_all: bool, sid: str | None, max_stes: int | None, fail_on: str | None, fmt: str,
+            **flags: str | None) -> None:
     """Decode each SMMU's stream table in DUMP and judge whether a kdump kernel would adopt it."""
     from smmu_forensics.dumps.sniff import parse_int
     from smmu_forensics.report import model
@@ -321,7 +324,7 @@ def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], cohe
     names = _rulesets(rules)
     with _open(dump, raw_base) as mem:
         parts = [model.inspect_smmu(mem, r, names, list_all, sid_n, max_stes) for r in smmus]
-        report = model.build(mem, parts, names)
+        report = model.build(mem, parts, names, fail_on)
     _render(report, fmt)
     sys.exit(report["exit_code"])
 

@@ -174,6 +174,18 @@ def test_findings_beyond_the_kernel(tmp_path):
     assert "MEM-L1-MISSING" in ids("table-outside-ram")
 
 
+def test_fail_on_findings(tmp_path):
+    from conftest import run_cli
+
+    built = build_scenario(load(str(SCENARIOS / "dma-writes-l2.yaml")))
+    write_outputs(built, str(tmp_path / "d.elf"), "elf")
+    assert run_cli("inspect", str(tmp_path / "d.elf")).returncode == 0  # adopted: the verdicts decide
+    assert run_cli("inspect", str(tmp_path / "d.elf"), "--fail-on", "critical").returncode == 1
+    built = build_scenario(load(str(SCENARIOS / "adopt-2lvl.yaml")))
+    write_outputs(built, str(tmp_path / "a.elf"), "elf")
+    assert run_cli("inspect", str(tmp_path / "a.elf"), "--fail-on", "warning").returncode == 0
+
+
 def test_stage2_reach(tmp_path):
     s = run_scenario(SCENARIOS / "scan-vmid-near.yaml", "kdump-lzo", tmp_path)[0]
     s2 = [d for d in s["dma"] if d["kind"] == "s2"]

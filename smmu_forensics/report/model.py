@@ -318,10 +318,15 @@ def inspect_smmu(mem: PhysicalMemory | None, regs: Registers, rulesets: list[str
     return m
 
 
-def exit_code(smmus: list[dict[str, Any]]) -> int:
+def exit_code(smmus: list[dict[str, Any]], fail_on: str | None = None) -> int:
+    """0 adopted, 1 rejected/not adoptable (or a finding at ``fail_on`` or worse), 4 unknown."""
     decisions = [v["decision"] for s in smmus for v in s["verdicts"].values()]
     if any(d in ("reset", "no-adopt") for d in decisions):
         return EXIT_REJECTED
+    if fail_on is not None:
+        worst = F.SEVERITIES[: F.SEVERITIES.index(fail_on) + 1]
+        if any(f["severity"] in worst for s in smmus for f in s["findings"]):
+            return EXIT_REJECTED
     if any(d == "unknown" for d in decisions) or not decisions:
         return EXIT_UNKNOWN
     return EXIT_OK
@@ -338,8 +343,8 @@ def dump_model(mem: PhysicalMemory | None) -> dict[str, Any] | None:
     }
 
 
-def build(mem: PhysicalMemory | None, smmus: list[dict[str, Any]], rulesets: list[str]) -> dict[str, Any]:
-    code = exit_code(smmus)
+def build(mem: PhysicalMemory | None, smmus: list[dict[str, Any]], rulesets: list[str], fail_on: str | None = None) -> dict[str, Any]:
+    code = exit_code(smmus, fail_on)
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": f"smmu-forensics {__version__}",
