@@ -99,9 +99,14 @@ class Ctx:
     """What a check can see: the ruleset, the registers, the walked table, and the verdict so far."""
 
     def __init__(self, rs: Ruleset, regs: Registers, table: StreamTable | None) -> None:
+        from smmu_forensics.smmu.table import geometry
+
         self.rs = rs
         self.regs = regs
         self.table = table
+        self.geometry = table.geometry if table is not None else geometry(regs)  # None: registers unknown
+        self.num_l1: int | None = None  # num_l1_ents as the kernel computed it (2-level geometry passed)
+        self.num_ste: int | None = None  # linear num_ents (linear geometry passed)
         self.v = Verdict(rs.name, "adopt")
 
     def passed(self, rule: str, detail: str = "") -> None:

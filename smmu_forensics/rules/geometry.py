@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from smmu_forensics.rules.engine import Ctx, Stop, pa
 from smmu_forensics.smmu import fields as L
-from smmu_forensics.smmu.table import geometry as decode_geometry
 
 
 def fmt(ctx: Ctx) -> Stop | None:
-    g = decode_geometry(ctx.regs)
+    g = ctx.geometry
     if g is None:
         return ctx.unknown("FMT-INVALID", "STRTAB_BASE and STRTAB_BASE_CFG (where is the table?)")
     if g.fmt not in (0, 1):
@@ -30,7 +29,7 @@ def fmt(ctx: Ctx) -> Stop | None:
 
 
 def two_level(ctx: Ctx) -> Stop | None:
-    g = decode_geometry(ctx.regs)
+    g = ctx.geometry
     assert g is not None
     if g.fmt != 1:
         return None
@@ -62,7 +61,7 @@ def two_level(ctx: Ctx) -> Stop | None:
         if num > L.STRTAB_MAX_L1_ENTRIES:
             return ctx.fail("2LVL-L1-MAX", "EINVAL", num, L.STRTAB_MAX_L1_ENTRIES, detail=f"{num} L1 entries")
     ctx.passed("2LVL-L1-MAX", f"{num} L1 entries")
-    ctx.num_l1 = num  # type: ignore[attr-defined]
+    ctx.num_l1 = num
     if ctx.rs.l1_align:
         size = num * 8
         if g.base % size:
@@ -72,7 +71,7 @@ def two_level(ctx: Ctx) -> Stop | None:
 
 
 def linear(ctx: Ctx) -> Stop | None:
-    g = decode_geometry(ctx.regs)
+    g = ctx.geometry
     assert g is not None
     if g.fmt != 0:
         return None
@@ -87,7 +86,7 @@ def linear(ctx: Ctx) -> Stop | None:
     if g.log2size > cap:
         return ctx.fail("LIN-LOG2SIZE-MAX", "EINVAL", g.log2size, cap, detail=f"LOG2SIZE={g.log2size}, cap {cap}")
     ctx.passed("LIN-LOG2SIZE-MAX", f"cap {cap}")
-    ctx.num_ste = 1 << g.log2size  # type: ignore[attr-defined]
+    ctx.num_ste = 1 << g.log2size
     if ctx.rs.linear_align:
         # (1U << log2size) * sizeof(struct arm_smmu_ste): the u32 is promoted to size_t, no wrap
         # (arm_smmu_kexec_parse_strtab_linear(), state E; log2size <= 25 here anyway)

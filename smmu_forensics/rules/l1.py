@@ -17,10 +17,7 @@ from smmu_forensics.smmu import fields as L
 
 
 def l1_descriptors(ctx: Ctx) -> Stop | None:
-    g_fmt = (ctx.regs.get("strtab_base_cfg") or 0) >> 16 & 3
-    if g_fmt != 1:
-        return None
-    num = getattr(ctx, "num_l1", None)
+    num = ctx.num_l1  # set only when the 2-level geometry checks passed
     t = ctx.table
     if num is None:
         return None

@@ -13,6 +13,7 @@ import numpy as np
 
 from smmu_forensics.rules.engine import Ctx, Stop
 from smmu_forensics.smmu import fields as L
+from smmu_forensics.smmu import vector
 from smmu_forensics.smmu.table import CdTable
 
 _CFG_NAME = {1: "reserved (1)", 2: "reserved (2)", 3: "reserved (3)"}
@@ -33,7 +34,7 @@ def _rows(ctx: Ctx) -> tuple[np.ndarray, str | None]:
         need = len(accepted) * L.STRTAB_NUM_L2_STES
         missing = None if len(rows) >= need else f"{need - len(rows)} STEs of adopted L2 tables were not walked"
         return rows, missing
-    num = getattr(ctx, "num_ste", 0)
+    num = ctx.num_ste or 0
     rows = np.flatnonzero(t.sids < np.uint64(num))
     missing = None if len(rows) >= num else f"{num - len(rows)} STEs of the linear table were not walked"
     return rows, missing
@@ -87,7 +88,7 @@ def scan(ctx: Ctx) -> Stop | None:
     known = t.known[rows]
     w0 = t.words[rows, 0]
     v = (w0 & np.uint64(1)) != 0
-    cfg = ((w0 >> np.uint64(1)) & np.uint64(7)).astype(np.int8)
+    cfg = vector.field(L.STE, w0, "CONFIG").astype(np.int8)
     code = np.zeros(n, dtype=np.int8)  # index into CODES: 0 = no error
     detail: dict[int, str] = {}
     need_unknown: list[str] = []
@@ -111,8 +112,8 @@ def scan(ctx: Ctx) -> Stop | None:
     if len(s1):
         x0 = w0[s1]
         ptr = x0 & np.uint64(L.LINUX_STE_S1CTXPTR_MASK)
-        cdmax = (x0 >> np.uint64(59)).astype(np.int64)
-        s1fmt = ((x0 >> np.uint64(4)) & np.uint64(3)).astype(np.int64)
+        cdmax = vector.field(L.STE, x0, "S1CDMAX").astype(np.int64)
+        s1fmt = vector.field(L.STE, x0, "S1FMT").astype(np.int64)
         c = np.zeros(len(s1), dtype=np.int8)
         c[ptr == 0] = CODE["SCAN-CDTAB-NULL"]
         ssid_bits = ctx.regs.ssid_bits
