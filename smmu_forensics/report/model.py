@@ -135,7 +135,7 @@ class SteListing:
 def ste_entry(t: StreamTable, k: int, full: bool = False) -> dict[str, Any]:
     words = [int(x) for x in t.words[k]]
     raw = b"".join(w.to_bytes(8, "little") for w in words)
-    cfg = (words[0] >> 1) & 7
+    cfg = L.get(L.STE, words, "CONFIG")
     e: dict[str, Any] = {
         "sid": int(t.sids[k]),
         "sid_hex": hx(int(t.sids[k])),
@@ -240,9 +240,9 @@ def sid_detail(mem: PhysicalMemory, t: StreamTable, sid: int, regs: Registers) -
     e = ste_entry(t, k, full=True)
     e["found"] = True
     words = [int(x) for x in t.words[k]]
-    cfg = (words[0] >> 1) & 7
+    cfg = L.get(L.STE, words, "CONFIG")
     if t.known[k] and words[0] & 1 and cfg in (L.STE_CFG_S1, L.STE_CFG_NESTED):
-        key = (words[0] & L.LINUX_STE_S1CTXPTR_MASK, (words[0] >> 4) & 3, words[0] >> 59)
+        key = (words[0] & L.LINUX_STE_S1CTXPTR_MASK, L.get(L.STE, words, "S1FMT"), L.get(L.STE, words, "S1CDMAX"))
         ct = t.cd_tables.get(key)
         cds = []
         if ct is not None:

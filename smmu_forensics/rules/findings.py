@@ -249,7 +249,8 @@ def cds_and_dma(mem: PhysicalMemory, regs: Registers, t: StreamTable, out: _Out)
     by_table: dict[tuple[int, int, int], list[int]] = {}
     w0 = t.words[:, 0]
     for k in s1.tolist():
-        key = (int(w0[k]) & L.LINUX_STE_S1CTXPTR_MASK, (int(w0[k]) >> 4) & 3, int(w0[k]) >> 59)
+        x0 = int(w0[k])
+        key = (x0 & L.LINUX_STE_S1CTXPTR_MASK, get(L.STE, x0, "S1FMT"), get(L.STE, x0, "S1CDMAX"))
         by_table.setdefault(key, []).append(int(t.sids[k]))
     asids: dict[int, tuple[int, int]] = {}
     tables = _Regions(_table_ranges(t))
