@@ -7,7 +7,6 @@ one line on stderr; an unexpected one is one line too (``SMMU_FORENSICS_DEBUG=1`
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -63,57 +62,45 @@ def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
 
 
 def _open(dump: str, raw_base: str | None):  # type: ignore[no-untyped-def]
-    """Open a dump; a headerless file whose sidecar records ``raw_base`` opens as raw memory there."""
-    from smmu_forensics.dumps.sniff import open_dump, parse_int
-    from smmu_forensics.errors import DumpError
-    from smmu_forensics.smmu.registers import find_sidecar
+    from smmu_forensics.analysis import open_memory
+    from smmu_forensics.dumps.sniff import parse_int
 
     base = parse_int(raw_base, "--raw-base") if raw_base is not None else None
-    try:
-        return open_dump(dump, raw_base=base, progress=_progress())
-    except DumpError as exc:
-        side = find_sidecar(dump) if base is None and "unknown dump format" in exc.problem else None
-        if side is None:
-            raise
-        try:
-            with open(side) as f:
-                side_base = json.load(f).get("raw_base")
-        except (OSError, ValueError, AttributeError):
-            raise exc from None
-        if side_base is None:
-            raise
-        return open_dump(dump, raw_base=parse_int(str(side_base), f"raw_base in {side}"), progress=_progress())
+    return open_memory(dump, raw_base=base, progress=_progress())
 
 
 def _emit_json(obj: Any) -> None:
-    """Indented for a terminal; compact (the C encoder, several times faster) into a pipe or file.
+    from smmu_forensics.report import jsonout
 
-    STE listings (report.model.SteListing) are streamed chunk by chunk, so the output of
-    ``--all`` on a huge table is written without holding it in memory.
-    """
-    from smmu_forensics.report.model import SteListing
-
-    kw: dict[str, Any] = {"indent": 1} if sys.stdout.isatty() else {"separators": (",", ":")}
-    lazy: list[SteListing] = []
-    for s in obj.get("smmus", []) if isinstance(obj, dict) else []:
-        stes = s.get("table", {}).get("stes")
-        if isinstance(stes, SteListing):
-            s["table"]["stes"] = f"\x00stes{len(lazy)}\x00"
-            lazy.append(stes)
-    text = json.dumps(obj, **kw)
-    for i, listing in enumerate(lazy):
-        head, _, text = text.partition(json.dumps(f"\x00stes{i}\x00"))
-        sys.stdout.write(head + "[")
-        first = True
-        for chunk in listing.chunks():
-            if chunk:
-                sys.stdout.write(("" if first else ",") + ",".join(json.dumps(e, **kw) for e in chunk))
-                first = False
-        sys.stdout.write("]")
-    sys.stdout.write(text + "\n")
+    jsonout.write(obj, sys.stdout, pretty=sys.stdout.isatty())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Commands whose modules are heavy (``synth`` builds dumps with numpy) load only when used."""
+
+    LAZY = {"synth": ("smmu_forensics.synth.command", "synth", "Build a dump from a scenario file (YAML or TOML).")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            mod, attr, _ = self.LAZY[name]
+            cmd = getattr(importlib.import_module(mod), attr)
+            self.add_command(cmd, name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, c.get_short_help_str(60)) for n, c in self.commands.items() if not c.hidden]
+        rows += [(n, short) for n, (_, _, short) in self.LAZY.items() if n not in self.commands]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows))
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="smmu-forensics")
 def cli() -> None:
     """ARM SMMUv3 stream tables in Linux crash dumps.
@@ -132,30 +119,16 @@ def cli() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def info(dump: str, raw_base: str | None, fmt: str) -> None:
     """Format, codec, page size, ranges, page counts, incomplete flag, VMCOREINFO highlights."""
+    from smmu_forensics.report.memview import info_model
+
     with _open(dump, raw_base) as mem:
-        inf = mem.info()
-    model = {
-        "path": inf.path,
-        "format": inf.format,
-        "codec": inf.codec,
-        "page_size": inf.page_size,
-        "ranges": [{"start": f"{r.start:#x}", "end": f"{r.end:#x}", "size": r.size, "state": r.state.value} for r in inf.ranges],
-        "pages": inf.pages,
-        "incomplete": inf.incomplete,
-        "incomplete_reasons": inf.incomplete_reasons,
-        "vmcoreinfo": {k: inf.vmcoreinfo[k] for k in _VMCI if k in inf.vmcoreinfo},
-        "notes": inf.notes,
-        "details": inf.details,
-    }
+        model = info_model(mem.info())
     if fmt == "json":
         _emit_json(model)
     else:
         from smmu_forensics.report.terminal import render_info
 
         render_info(model, _console())
-
-
-from smmu_forensics.dumps.base import VMCOREINFO_HIGHLIGHTS as _VMCI  # noqa: E402
 
 
 # -- xp ------------------------------------------------------------------------------------------
@@ -178,7 +151,6 @@ def xp(dump: str, addr: str, length: str, raw_base: str | None, fmt: str) -> Non
         raise UsageError("--len is limited to 16 MiB")
     with _open(dump, raw_base) as mem:
         r = mem.read_partial(a, n)
-    holes = [{"start": f"{h.start:#x}", "end": f"{h.end:#x}", "state": h.state.value, "reason": h.reason} for h in r.holes]
     if fmt == "raw":
         if r.holes:
             h = r.holes[0]
@@ -186,30 +158,14 @@ def xp(dump: str, addr: str, length: str, raw_base: str | None, fmt: str) -> Non
         sys.stdout.buffer.write(r.data)
         sys.stdout.flush()
         return
+    from smmu_forensics.report.memview import hexdump, xp_model
+
     if fmt == "json":
-        _emit_json({"addr": f"{a:#x}", "len": n, "hex": r.data.hex() if not r.holes else None,
-                    "hex_with_holes": _hex_holes(r), "holes": holes})
+        _emit_json(xp_model(r))
     else:
-        out = sys.stdout
-        for off in range(0, n, 16):
-            line = r.data[off : off + 16]
-            cells, text = [], []
-            for i, b in enumerate(line):
-                if r.missing(a + off + i, 1):
-                    cells.append("??")
-                    text.append("?")
-                else:
-                    cells.append(f"{b:02x}")
-                    text.append(chr(b) if 32 <= b < 127 else ".")
-            out.write(f"{a + off:016x}:  {' '.join(cells[:8]):<23}  {' '.join(cells[8:]):<23}  {''.join(text)}\n")
-        for h in holes:
-            out.write(f"missing: {h['start']}-{h['end']} {h['state']} ({h['reason']})\n")
+        sys.stdout.write(hexdump(r))
     if r.holes:
         sys.exit(EXIT_UNKNOWN)
-
-
-def _hex_holes(r) -> str:  # type: ignore[no-untyped-def]
-    return "".join("??" if r.missing(r.addr + i, 1) else f"{b:02x}" for i, b in enumerate(r.data)) if r.holes else r.data.hex()
 
 
 class _Missing(ForensicsError):
@@ -265,16 +221,6 @@ def _gather_regs(dump: str | None, regs_files: tuple[str, ...], flags: dict[str,
     return smmus
 
 
-def _rulesets(rules: tuple[str, ...]) -> list[str]:
-    from smmu_forensics.rules.versions import DEFAULT, VERSIONS
-
-    if not rules:
-        return list(DEFAULT)
-    if "all" in rules:
-        return list(VERSIONS)
-    return list(dict.fromkeys(rules))
-
-
 NEED_REGS = """no SMMU register values given: MMIO registers are not part of a RAM dump.
 Give them one of these ways:
   --regs registers.json          JSON: {"strtab_base": "0x...", "strtab_base_cfg": "0x...", "idr0": ..., "idr1": ..., "cr0": ...}
@@ -313,19 +259,21 @@ def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], cohe
             raw_base: str | None, list_all: bool, sid: str | None, max_stes: int | None, fail_on: str | None, fmt: str,
             **flags: str | None) -> None:
     """Decode each SMMU's stream table in DUMP and judge whether a kdump kernel would adopt it."""
+    from smmu_forensics.analysis import analyze, rulesets
     from smmu_forensics.dumps.sniff import parse_int
     from smmu_forensics.report import model
+    from smmu_forensics.rules.findings import Severity
 
     smmus = _gather_regs(dump, regs_files, flags, smmu_base, coherent)
     if not smmus or not any(r.values for r in smmus):
         sys.stderr.write(NEED_REGS)
         sys.exit(EXIT_UNKNOWN)
     sid_n = parse_int(sid, "--sid") if sid is not None else None
-    names = _rulesets(rules)
+    names = rulesets(rules)
     with _open(dump, raw_base) as mem:
-        parts = [model.inspect_smmu(mem, r, names, list_all, sid_n, max_stes) for r in smmus]
-        report = model.build(mem, parts, names, fail_on)
-    _render(report, fmt)
+        a = analyze(mem, smmus, names, Severity(fail_on) if fail_on else None, max_stes)
+        report = model.build(a, list_all, sid_n)
+        _render(report, fmt)
     sys.exit(report["exit_code"])
 
 
@@ -340,6 +288,7 @@ def regs(file: str | None, regs_files: tuple[str, ...], rules: tuple[str, ...], 
 
     Example: smmu-forensics regs --strtab-base-cfg 0x10210 --idr0 0x0d40101a --idr1 0x02730010 --cr0 0xd
     """
+    from smmu_forensics.analysis import analyze, rulesets
     from smmu_forensics.report import model
 
     files = regs_files + ((file,) if file else ())
@@ -347,22 +296,9 @@ def regs(file: str | None, regs_files: tuple[str, ...], rules: tuple[str, ...], 
     if not smmus or not any(r.values for r in smmus):
         sys.stderr.write(NEED_REGS)
         sys.exit(EXIT_USAGE)
-    names = _rulesets(rules)
-    parts = [model.inspect_smmu(None, r, names) for r in smmus]
-    report = model.build(None, parts, names)
+    report = model.build(analyze(None, smmus, rulesets(rules)))
     _render(report, fmt)
     sys.exit(report["exit_code"])
-
-
-def _register_synth() -> None:
-    try:
-        from smmu_forensics.synth.command import synth
-    except ImportError:  # pragma: no cover
-        return
-    cli.add_command(synth)
-
-
-_register_synth()
 
 
 def main() -> None:

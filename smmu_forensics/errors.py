@@ -55,6 +55,10 @@ class DumpError(ForensicsError):
         self.problem = problem
 
 
+class UnknownFormat(DumpError):
+    """No layer recognises the file's header (it may be a raw dump: see ``PATH@BASE``)."""
+
+
 class CorruptPage(ForensicsError):
     """One page's stored data is corrupt (bad compression, wrong size)."""
 

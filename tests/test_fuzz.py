@@ -68,6 +68,7 @@ def test_random_tables_and_registers(tmp_path):
     renderer copes.  (The first version of this fuzz found three walks that took over a minute.)"""
     from rich.console import Console
 
+    from smmu_forensics.analysis import analyze
     from smmu_forensics.dumps.sniff import open_dump
     from smmu_forensics.report import markdown, model, terminal
     from smmu_forensics.smmu.registers import Registers
@@ -95,8 +96,8 @@ def test_random_tables_and_registers(tmp_path):
                 "strtab_base_cfg": rnd.choice([rnd.getrandbits(32), 0x10200 | rnd.randrange(8, 26), rnd.randrange(64)]),
             })
             t = time.monotonic()
-            s = model.inspect_smmu(mem, regs, ["v6", "v7", "latest"], list_all=rnd.random() < 0.5)
-            rep = model.build(mem, [s], ["v6", "v7", "latest"])
+            rep = model.build(analyze(mem, [regs], ["v6", "v7", "latest"]), list_all=rnd.random() < 0.5)
+            s = rep["smmus"][0]
             markdown.render(rep)
             terminal.render(rep, Console(file=io.StringIO(), width=120))
             assert time.monotonic() - t < 30, regs.values

@@ -79,10 +79,6 @@ class PartialRead:
     data: bytes
     holes: list[Hole] = field(default_factory=list)
 
-    @property
-    def complete(self) -> bool:
-        return not self.holes
-
     def missing(self, start: int, size: int) -> Hole | None:
         """The first hole overlapping ``[start, start+size)``, or None if those bytes are real."""
         end = start + size

@@ -31,7 +31,7 @@ from smmu_forensics.dumps.kdump import KdumpMemory, is_kdump
 from smmu_forensics.dumps.lime import LimeMemory, is_lime
 from smmu_forensics.dumps.raw import RawMemory
 from smmu_forensics.dumps.source import ByteSource, FileSource
-from smmu_forensics.errors import DumpError, UsageError
+from smmu_forensics.errors import DumpError, UnknownFormat, UsageError
 
 Progress = Callable[[str, int, int], None]
 
@@ -175,7 +175,7 @@ def _layer_for(src: ByteSource, progress: Progress | None, depth: int = 0) -> Ph
     w = _wrapper(head)
     if w is not None:
         raise DumpError(src.name, f"{w[0]}-compressed file inside another container; unpack it with: {w[1]}")
-    raise DumpError(
+    raise UnknownFormat(
         src.name,
         "unknown dump format (not ELF, kdump-compressed, flattened or LiME); "
         "for a raw physical dump give its base address as PATH@BASE or --raw-base",

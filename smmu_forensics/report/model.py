@@ -1,36 +1,55 @@
 """The report model: plain JSON-ready data that every renderer reads and none recomputes.
 
-``inspect_smmu()`` runs the layers below (table walk, rules, findings) for one SMMU and returns
-its part of the report; ``build()`` assembles the whole report.  The JSON output *is* this model
-(see ``schema.json`` beside this file; ``schema_version`` changes when a documented key changes).
+``build()`` turns an :class:`~smmu_forensics.analysis.Analysis` into the model; the JSON output
+*is* this model (see ``schema.json`` beside this file and :mod:`.types`; ``schema_version``
+changes when a documented key changes).  Nothing here reads memory or judges.
+
+>>> from smmu_forensics.analysis import analyze, open_memory
+>>> from smmu_forensics.smmu.registers import load_register_file
+>>> with open_memory("fixtures/qemu-panic-carved.elf") as mem:
+...     rep = build(analyze(mem, load_register_file("fixtures/qemu-panic-carved.elf.smmu.json"), ["latest"]))
+>>> rep["exit_code"], [e["sid_hex"] for e in rep["smmus"][0]["table"]["stes"]]
+(0, ['0x8', '0x10', '0x100'])
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from smmu_forensics import __version__
-from smmu_forensics.dumps.base import PhysicalMemory
-from smmu_forensics.errors import EXIT_OK, EXIT_REJECTED, EXIT_UNKNOWN
-from smmu_forensics.rules import findings as F
-from smmu_forensics.rules.engine import Verdict, evaluate
+from smmu_forensics.analysis import Analysis, DumpSummary, SmmuResult
+from smmu_forensics.rules.base import Verdict
 from smmu_forensics.rules.versions import VERSIONS
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import schemas, vector
+from smmu_forensics.smmu.fields import SteConfig
+from smmu_forensics.smmu.reach import Reach
 from smmu_forensics.smmu.registers import Registers
-from smmu_forensics.smmu.table import MAX_WALK_STES, StreamTable, walk
+from smmu_forensics.smmu.table import StreamTable
+
+__all__ = ["SCHEMA_VERSION", "SteListing", "build", "smmu_model", "decode_registers", "hx"]
 
 SCHEMA_VERSION = 1
-CONFIG_NAMES = {0: "abort", 1: "reserved", 2: "reserved", 3: "reserved", 4: "bypass", 5: "s1", 6: "s2", 7: "nested"}
+MAX_DMA_LEAVES = 32  # leaves listed per walk
+MAX_DMA_TABLES = 64  # page-table pages listed per walk
 
 
 def hx(v: int | None) -> str | None:
     return None if v is None else f"{v:#x}"
 
 
-def _fields(lay: L.Layout, value: Any, all_fields: bool, big_hex: bool = True) -> dict[str, Any]:
+def _shown(f: L.Field, x: int, big_hex: bool) -> dict[str, Any]:
+    m = f.meaning(x)
+    out: dict[str, Any] = {"value": hx(x) if f.addr or (big_hex and x > 0xFFFF) else x}
+    if m:
+        out["meaning"] = m
+    return out
+
+
+def _fields(lay: L.Layout, value: Callable[[L.Field], int], all_fields: bool, big_hex: bool = True) -> dict[str, Any]:
     """``{FIELD: {value, meaning}}`` from ``value(field) -> int``: the one way a decoded field is shown.
 
     Zero fields are left out unless ``all_fields``; reserved fields only when set.  Addresses (and,
@@ -41,9 +60,28 @@ def _fields(lay: L.Layout, value: Any, all_fields: bool, big_hex: bool = True) -
         x = value(f)
         if (f.reserved or not all_fields) and not x:
             continue
-        m = f.meaning(x)
-        out[f.name] = {"value": hx(x) if f.addr or (big_hex and x > 0xFFFF) else x, **({"meaning": m} if m else {})}
+        out[f.name] = _shown(f, x, big_hex)
     return out
+
+
+def _fields_columns(lay: L.Layout, words: np.ndarray) -> list[dict[str, Any]]:
+    """The non-zero fields of every row, vectorised: work in proportion to the fields that are set.
+
+    Equal to ``_fields(lay, ..., all_fields=False)`` row by row (a test holds them equal).
+    """
+    rows: list[dict[str, Any]] = [{} for _ in range(len(words))]
+    for f in lay.fields:
+        col = vector.field(lay, words, f.name)
+        nz = np.flatnonzero(col)
+        if not len(nz):
+            continue
+        cache: dict[int, dict[str, Any]] = {}
+        for k, x in zip(nz.tolist(), col[nz].tolist()):
+            e = cache.get(x)
+            if e is None:
+                e = cache[x] = _shown(f, x, True)
+            rows[k][f.name] = e
+    return rows
 
 
 def decode_registers(regs: Registers) -> dict[str, dict[str, Any]]:
@@ -64,11 +102,6 @@ def decode_struct(lay: L.Layout, words: list[int], all_fields: bool = False) -> 
     return _fields(lay, lambda f: d[f.name], all_fields)
 
 
-def _fields_from_columns(lay: L.Layout, cols: dict[str, np.ndarray], k: int, all_fields: bool) -> dict[str, Any]:
-    """Row ``k`` of columns decoded by the vectorised path (held equal to Construct by the tests)."""
-    return _fields(lay, lambda f: int(cols[f.name][k]), all_fields)
-
-
 def ste_entries(t: StreamTable, rows: np.ndarray) -> list[dict[str, Any]]:
     """JSON entries of STEs, decoded through the vectorised path (equal to Construct's).
 
@@ -78,11 +111,12 @@ def ste_entries(t: StreamTable, rows: np.ndarray) -> list[dict[str, Any]]:
     if len(rows) == 0:
         return []
     words = t.words[rows]
-    cols = vector.decode(L.STE, words)
     raw = words.astype("<u8").tobytes().hex()
     sids, addrs, known = t.sids[rows].tolist(), t.addrs[rows].tolist(), t.known[rows].tolist()
-    v = cols["V"].tolist()
-    cfgs = cols["CONFIG"].tolist()
+    v = vector.field(L.STE, words, "V").tolist()
+    cfgs = vector.field(L.STE, words, "CONFIG").tolist()
+    with_fields = np.flatnonzero(t.known[rows] & (vector.field(L.STE, words, "V") != 0) & (vector.field(L.STE, words, "CONFIG") != 0))
+    decoded = dict(zip(with_fields.tolist(), _fields_columns(L.STE, words[with_fields])))
     out = []
     for k in range(len(rows)):
         kn = known[k]
@@ -93,19 +127,19 @@ def ste_entries(t: StreamTable, rows: np.ndarray) -> list[dict[str, Any]]:
             "in_dump": kn,
             "raw": raw[128 * k : 128 * k + 128] if kn else None,
             "valid": bool(v[k]) if kn else None,
-            "config": CONFIG_NAMES[cfgs[k]] if kn else None,
+            "config": SteConfig(cfgs[k]).label if kn else None,
             "config_raw": cfgs[k] if kn else None,
         }
-        if kn and v[k] and cfgs[k]:
-            e["fields"] = _fields_from_columns(L.STE, cols, k, False)
+        if k in decoded:
+            e["fields"] = decoded[k]
         out.append(e)
     return out
 
 
 class SteListing:
     """The listed STEs of a table, generated in chunks when asked: ``--all`` on a table of a
-    million STEs never holds a million dicts.  Behaves as a read-only list for renderers; the
-    JSON writer streams it (see cli._emit_json)."""
+    million STEs never holds a million dicts.  Behaves as a read-only sequence for renderers; the
+    JSON writer (:mod:`.jsonout`) streams it."""
 
     CHUNK = 8192
 
@@ -120,11 +154,11 @@ class SteListing:
             return ste_entries(self.t, self.rows[i])
         return ste_entries(self.t, self.rows[i : i + 1] if i >= 0 else self.rows[i:][:1])[0]
 
-    def chunks(self) -> Any:
+    def chunks(self) -> Iterator[list[dict[str, Any]]]:
         for a in range(0, len(self.rows), self.CHUNK):
             yield ste_entries(self.t, self.rows[a : a + self.CHUNK])
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         for c in self.chunks():
             yield from c
 
@@ -133,20 +167,10 @@ class SteListing:
 
 
 def ste_entry(t: StreamTable, k: int, full: bool = False) -> dict[str, Any]:
+    """One STE with every field (``full``) through the Construct schema (``--sid``)."""
+    e = ste_entries(t, np.array([k]))[0]
     words = [int(x) for x in t.words[k]]
-    raw = b"".join(w.to_bytes(8, "little") for w in words)
-    cfg = L.get(L.STE, words, "CONFIG")
-    e: dict[str, Any] = {
-        "sid": int(t.sids[k]),
-        "sid_hex": hx(int(t.sids[k])),
-        "addr": hx(int(t.addrs[k])),
-        "in_dump": bool(t.known[k]),
-        "raw": raw.hex() if t.known[k] else None,
-        "valid": bool(words[0] & 1) if t.known[k] else None,
-        "config": CONFIG_NAMES[cfg] if t.known[k] else None,
-        "config_raw": cfg if t.known[k] else None,
-    }
-    if t.known[k] and (words[0] & 1 or full):
+    if t.known[k] and (L.get(L.STE, words, "V") or full):
         e["fields"] = decode_struct(L.STE, words, all_fields=full)
     return e
 
@@ -157,14 +181,12 @@ def table_model(t: StreamTable, list_all: bool) -> dict[str, Any]:
     cfg = t.configs()
     by_cfg: dict[str, int] = {}
     for c, n in zip(*np.unique(cfg[valid], return_counts=True)):
-        name = CONFIG_NAMES[int(c)]
+        name = SteConfig(int(c)).label
         by_cfg[name] = by_cfg.get(name, 0) + int(n)
-    if list_all:
-        listed = np.arange(len(t.sids))
-    else:
-        listed = np.flatnonzero(valid & (cfg != L.STE_CFG_ABORT))
+    listed = np.arange(len(t.sids)) if list_all else np.flatnonzero(valid & (cfg != SteConfig.ABORT))
+    two = g.fmt == L.StrtabFmt.TWO_LEVEL
     return {
-        "format": g.format,
+        "format": g.format.value,
         "fmt_raw": g.fmt,
         "base": hx(g.base),
         "base_register": hx(g.base_raw),
@@ -173,19 +195,19 @@ def table_model(t: StreamTable, list_all: bool) -> dict[str, Any]:
         "log2size": g.log2size,
         "split": g.split,
         "effective_log2size": g.eff_log2size,
-        "n_l1": g.n_l1 if g.fmt == 1 else None,
-        "l1_bytes": g.l1_bytes if g.fmt == 1 else None,
-        "n_ste": g.n_ste if g.fmt != 1 else None,
+        "n_l1": g.n_l1 if two else None,
+        "l1_bytes": g.l1_bytes if two else None,
+        "n_ste": g.n_ste if not two else None,
         "l1": [
             {
                 "index": e.index,
                 "raw": hx(e.raw),
                 "span": e.span if e.raw is not None else None,
                 "l2ptr": hx(e.l2ptr) if e.raw is not None else None,
-                "status": e.status,
+                "status": e.status.value,
                 "n_stes": e.n_stes,
                 "first_sid": hx(e.index << g.eff_split),
-                "l2_in_dump": e.l2_state,
+                "l2_in_dump": e.l2_state.value,
                 "alias_of": e.alias_of,
             }
             for e in t.l1
@@ -218,31 +240,32 @@ def verdict_model(rs_name: str, v: Verdict) -> dict[str, Any]:
     return {
         "ruleset": rs_name,
         "title": VERSIONS[rs_name].title,
-        "decision": v.decision,
+        "decision": v.decision.value,
         "rule": v.rule,
+        "rule_certain": v.rule_certain,
         "errno": v.errno,
         "errno_name": v.errno_name,
         "message": v.message,
-        "level": v.level,
+        "level": v.level.value if v.level is not None else None,
         "detail": v.detail,
         "kernel_log": v.kernel_log,
-        "l1": [{"index": r.index, "result": r.result, "rule": r.rule, "message": r.message} for r in v.l1],
-        "trail": [{"rule": s.rule, "outcome": s.outcome, "detail": s.detail} for s in v.trail],
+        "l1": [{"index": r.index, "result": r.result.value, "rule": r.rule, "message": r.message} for r in v.l1],
+        "trail": [{"rule": s.rule, "outcome": s.outcome.value, "detail": s.detail} for s in v.trail],
         "unknown": v.unknown,
         "notes": v.notes,
     }
 
 
-def sid_detail(mem: PhysicalMemory, t: StreamTable, sid: int, regs: Registers) -> dict[str, Any]:
+def sid_detail(t: StreamTable, sid: int) -> dict[str, Any]:
     k = t.find_sid(sid)
     if k is None:
         return {"sid": sid, "found": False, "why": "SID outside the walked table (no L1 entry, or beyond the table)"}
     e = ste_entry(t, k, full=True)
     e["found"] = True
     words = [int(x) for x in t.words[k]]
-    cfg = L.get(L.STE, words, "CONFIG")
-    if t.known[k] and words[0] & 1 and cfg in (L.STE_CFG_S1, L.STE_CFG_NESTED):
-        key = (words[0] & L.LINUX_STE_S1CTXPTR_MASK, L.get(L.STE, words, "S1FMT"), L.get(L.STE, words, "S1CDMAX"))
+    cfg = SteConfig(L.get(L.STE, words, "CONFIG"))
+    if t.known[k] and L.get(L.STE, words, "V") and cfg.stage1:
+        key = (L.linux_get(L.STE, words, "S1CONTEXTPTR"), L.get(L.STE, words, "S1FMT"), L.get(L.STE, words, "S1CDMAX"))
         ct = t.cd_tables.get(key)
         cds = []
         if ct is not None:
@@ -257,44 +280,42 @@ def sid_detail(mem: PhysicalMemory, t: StreamTable, sid: int, regs: Registers) -
         e["cd_table"] = {
             "addr": hx(key[0]),
             "not_read": ct.not_read if ct else "not read",
-            "l1cd": [{"index": i, "raw": hx(r), "status": s} for i, r, s in (ct.l1 if ct else [])],
+            "l1cd": [{"index": c.index, "raw": hx(c.raw), "status": c.status.value} for c in (ct.l1 if ct else [])],
             "cds": cds,
             "holes": [{"start": hx(h.start), "end": hx(h.end), "state": h.state.value} for h in (ct.holes if ct else [])],
         }
     return e
 
 
-def dma_model(reach: list[F.DmaReach]) -> list[dict[str, Any]]:
+def dma_model(reach: Reach) -> list[dict[str, Any]]:
     out = []
-    for r in reach:
+    for r in reach.contexts:
         w = r.walk
         out.append({
             "kind": r.kind,
             "sids": [hx(s) for s in r.sids[:64]],
             "n_sids": len(r.sids),
             "cd": hx(r.cd_addr),
-            "asid": r.asid if r.kind == "s1" else None,
-            "vmid": r.asid if r.kind == "s2" else None,
+            "asid": r.tag if r.stage == 1 else None,
+            "vmid": r.tag if r.stage == 2 else None,
             "ttb0": hx(r.ttb),
             "granule": w.granule if w else None,
             "start_level": w.start_level if w else None,
-            "tables": [{"level": lv, "pa": hx(pa)} for lv, pa in (w.tables[:64] if w else [])],
+            "tables": [{"level": lv, "pa": hx(pa)} for lv, pa in (w.tables[:MAX_DMA_TABLES] if w else [])],
             "n_tables": len(w.tables) if w else 0,
             "n_leaves": w.n_leaves if w else 0,
             "mapped_bytes": w.mapped_bytes if w else 0,
             "writable_leaves": sum(1 for x in w.leaves if x.writable) if w else 0,
-            "leaves": [{"iova": hx(x.iova), "pa": hx(x.pa), "size": x.size, "writable": x.writable} for x in (w.leaves[:32] if w else [])],
+            "leaves": [{"iova": hx(x.iova), "pa": hx(x.pa), "size": x.size, "writable": x.writable}
+                       for x in (w.leaves[:MAX_DMA_LEAVES] if w else [])],
             "problems": w.problems if w else [],
         })
     return out
 
 
-def inspect_smmu(mem: PhysicalMemory | None, regs: Registers, rulesets: list[str], list_all: bool = False,
-                 sid: int | None = None, max_stes: int | None = None) -> dict[str, Any]:
-    """Walk, judge and describe one SMMU."""
-    t = walk(mem, regs, max_stes=max_stes or MAX_WALK_STES) if mem is not None else None
-    verdicts = {name: evaluate(VERSIONS[name], regs, t) for name in rulesets}
-    finds, reach = F.find(mem, regs, t)
+def smmu_model(s: SmmuResult, list_all: bool = False, sid: int | None = None, with_memory: bool = True) -> dict[str, Any]:
+    """One SMMU's part of the report."""
+    regs, t = s.regs, s.snapshot.table
     m: dict[str, Any] = {
         "name": regs.name,
         "registers": regs.json(),
@@ -308,48 +329,30 @@ def inspect_smmu(mem: PhysicalMemory | None, regs: Registers, rulesets: list[str
             "coherent": regs.coherent,
             "coherent_basis": regs.coherent_basis,
         },
-        "table": table_model(t, list_all) if t is not None else {"format": None, "why": "no STRTAB_BASE/STRTAB_BASE_CFG given" if mem is not None else "no dump"},
-        "verdicts": {name: verdict_model(name, v) for name, v in verdicts.items()},
-        "findings": [f.__dict__ for f in finds],
-        "dma": dma_model(reach),
+        "table": table_model(t, list_all) if t is not None else {
+            "format": None, "why": "no STRTAB_BASE/STRTAB_BASE_CFG given" if with_memory else "no dump"},
+        "verdicts": {name: verdict_model(name, v) for name, v in s.verdicts.items()},
+        "findings": [{"id": f.id, "severity": f.severity.value, "where": f.where, "message": f.message} for f in s.findings],
+        "dma": dma_model(s.snapshot.reach),
     }
-    if sid is not None and t is not None and mem is not None:
-        m["sid_detail"] = sid_detail(mem, t, sid, regs)
+    if sid is not None and t is not None:
+        m["sid_detail"] = sid_detail(t, sid)
     return m
 
 
-def exit_code(smmus: list[dict[str, Any]], fail_on: str | None = None) -> int:
-    """0 adopted, 1 rejected/not adoptable (or a finding at ``fail_on`` or worse), 4 unknown."""
-    decisions = [v["decision"] for s in smmus for v in s["verdicts"].values()]
-    if any(d in ("reset", "no-adopt") for d in decisions):
-        return EXIT_REJECTED
-    if fail_on is not None:
-        worst = F.SEVERITIES[: F.SEVERITIES.index(fail_on) + 1]
-        if any(f["severity"] in worst for s in smmus for f in s["findings"]):
-            return EXIT_REJECTED
-    if any(d == "unknown" for d in decisions) or not decisions:
-        return EXIT_UNKNOWN
-    return EXIT_OK
-
-
-def dump_model(mem: PhysicalMemory | None) -> dict[str, Any] | None:
-    if mem is None:
+def dump_model(d: DumpSummary | None) -> dict[str, Any] | None:
+    if d is None:
         return None
-    return {
-        "path": mem.path,
-        "format": mem.format_name,
-        "page_size": mem.page_size,
-        "osrelease": mem.vmcoreinfo().get("OSRELEASE"),
-    }
+    return {"path": d.path, "format": d.format, "page_size": d.page_size, "osrelease": d.osrelease}
 
 
-def build(mem: PhysicalMemory | None, smmus: list[dict[str, Any]], rulesets: list[str], fail_on: str | None = None) -> dict[str, Any]:
-    code = exit_code(smmus, fail_on)
+def build(a: Analysis, list_all: bool = False, sid: int | None = None) -> dict[str, Any]:
+    """The whole report for an analysis."""
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": f"smmu-forensics {__version__}",
-        "dump": dump_model(mem),
-        "rulesets": rulesets,
-        "smmus": smmus,
-        "exit_code": code,
+        "dump": dump_model(a.dump),
+        "rulesets": a.rulesets,
+        "smmus": [smmu_model(s, list_all, sid, a.dump is not None) for s in a.smmus],
+        "exit_code": a.exit_code,
     }

@@ -12,11 +12,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from smmu_forensics.rules.engine import Ctx, L1Result, Stop, pa
+from smmu_forensics.rules.base import Ctx, L1Outcome, L1Result, Stop, pa
 from smmu_forensics.smmu import fields as L
+from smmu_forensics.smmu import vector
+
+__all__ = ["l1_descriptors"]
+
+LINUX_SPAN = L.STRTAB_SPLIT + 1  # the only span Linux writes (STRTAB_SPLIT + 1)
+
+
+def _rules(ctx: Ctx, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(span, l2ptr, fresh, rule) per descriptor, in the kernel's order of tests for this version."""
+    span = vector.field(L.L1STD, raw, "SPAN").astype(np.int64)
+    l2 = raw & np.uint64(L.L1STD.field("L2PTR").linux_mask)
+    rule = np.full(len(raw), "", dtype=object)
+    if ctx.rs.l1_null_l2ptr_rejects:  # span 0 is unused; then span, NULL, alignment
+        fresh = span == 0
+        bad_span = ~fresh & (span != LINUX_SPAN)
+        null = ~fresh & ~bad_span & (l2 == 0)
+        rule[null] = "L1-L2PTR-NULL"
+        if ctx.rs.l1_l2ptr_aligned:
+            misal = ~fresh & ~bad_span & ~null & ((l2 % np.uint64(L.STRTAB_L2_BYTES)) != 0)
+            rule[misal] = "L1-L2PTR-ALIGN"
+    else:  # !span || !l2 -> skipped
+        fresh = (span == 0) | (l2 == 0)
+        bad_span = ~fresh & (span != LINUX_SPAN)
+    rule[bad_span] = "L1-SPAN"
+    return span, l2, fresh, rule
 
 
 def l1_descriptors(ctx: Ctx) -> Stop | None:
+    """L1-SPAN, L1-L2PTR-NULL, L1-L2PTR-ALIGN over the ``num_l1_ents`` descriptors, in index order."""
     num = ctx.num_l1  # set only when the 2-level geometry checks passed
     t = ctx.table
     if num is None:
@@ -26,61 +52,38 @@ def l1_descriptors(ctx: Ctx) -> Stop | None:
     have = min(num, len(t.l1_raw))
     raw = t.l1_raw[:have]
     known = t.l1_known[:have]
-    span = (raw & np.uint64(L.LINUX_L1_DESC_SPAN_MASK)).astype(np.int64)
-    l2 = raw & np.uint64(L.LINUX_L1_DESC_L2PTR_MASK)
-    rule = np.full(have, "", dtype=object)
-    if ctx.rs.l1_null_reject:  # state A-E: span==0 is unused; then span, NULL, alignment
-        fresh = span == 0
-        bad_span = ~fresh & (span != L.STRTAB_SPLIT + 1)
-        null = ~fresh & ~bad_span & (l2 == 0)
-        misal = ~fresh & ~bad_span & ~null & ((l2 % np.uint64(L.STRTAB_L2_BYTES)) != 0)
-        rule[null] = "L1-L2PTR-NULL"
-        rule[misal] = "L1-L2PTR-ALIGN"
-    else:  # v3-v7: !span || !l2 -> skipped
-        fresh = (span == 0) | (l2 == 0)
-        bad_span = ~fresh & (span != L.STRTAB_SPLIT + 1)
-    rule[bad_span] = "L1-SPAN"
+    span, l2, fresh, rule = _rules(ctx, raw)
     reject = (rule != "") & known
     unknown = ~known
-    listed = np.flatnonzero((raw != 0) | unknown)
     results = []
-    for i in listed.tolist():
+    for i in np.flatnonzero((raw != 0) | unknown).tolist():
         if unknown[i]:
-            results.append(L1Result(i, "unknown", None, "descriptor not in the dump"))
+            results.append(L1Result(i, L1Outcome.UNKNOWN, None, "descriptor not in the dump"))
         elif reject[i]:
-            results.append(L1Result(i, "reject", str(rule[i]), _message(ctx, str(rule[i]), i, int(span[i]), int(l2[i]))))
-        elif fresh[i]:
-            results.append(L1Result(i, "fresh"))
+            r = str(rule[i])
+            results.append(L1Result(i, L1Outcome.REJECT, r, ctx.rs.rule(r).text(*_args(r, i, int(span[i]), int(l2[i])))))
         else:
-            results.append(L1Result(i, "accept"))
+            results.append(L1Result(i, L1Outcome.FRESH if fresh[i] else L1Outcome.ACCEPT))
     ctx.v.l1 = results
     if have < num:
-        ctx.v.l1.append(L1Result(have, "unknown", None, f"descriptors {have}..{num - 1} not walked"))
+        ctx.v.l1.append(L1Result(have, L1Outcome.UNKNOWN, None, f"descriptors {have}..{num - 1} not walked"))
     first_bad = int(np.flatnonzero(reject)[0]) if reject.any() else None
     first_unknown = int(np.flatnonzero(unknown)[0]) if unknown.any() else (have if have < num else None)
     if first_bad is not None:
         r = str(rule[first_bad])
         if first_unknown is not None and first_unknown < first_bad:
-            ctx.v.notes.append(
-                f"L1[{first_unknown}] precedes L1[{first_bad}] but is not in the dump: the kernel may have stopped there first"
-            )
+            ctx.uncertain(f"L1[{first_unknown}] precedes L1[{first_bad}] but is not in the dump: the kernel may have stopped there first")
         args = _args(r, first_bad, int(span[first_bad]), int(l2[first_bad]))
-        return ctx.fail(r, "EINVAL", *args, detail=f"L1[{first_bad}] = {int(raw[first_bad]):#018x}")
+        return ctx.fail(r, *args, detail=f"L1[{first_bad}] = {int(raw[first_bad]):#018x}")
     if first_unknown is not None:
         return ctx.unknown("L1-SPAN", f"L1 descriptors from index {first_unknown} are not in the dump")
-    n_acc = sum(1 for r_ in results if r_.result == "accept")
+    n_acc = sum(1 for r_ in results if r_.result is L1Outcome.ACCEPT)
     ctx.passed("L1-SPAN", f"{have} descriptors: {n_acc} populated and accepted, the rest unused")
     return None
 
 
 def _args(rule: str, i: int, span: int, l2: int) -> tuple:
+    """The printf arguments of the rule's message."""
     if rule == "L1-SPAN":
-        return (i, span, L.STRTAB_SPLIT + 1)
+        return (i, span, LINUX_SPAN)
     return (i, pa(l2))
-
-
-def _message(ctx: Ctx, rule: str, i: int, span: int, l2: int) -> str:
-    return ctx.rs.msg(rule, *_args(rule, i, span, l2))
-
-
-CHECKS = (l1_descriptors,)

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from smmu_forensics.rules.engine import Ctx, Stop
+from smmu_forensics.rules.base import Ctx, L1Outcome, Stop
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import vector
-from smmu_forensics.smmu.table import CdTable
+from smmu_forensics.smmu.cdtable import CdTable, cd_table_bytes
+from smmu_forensics.smmu.fields import S1Fmt, SteConfig, StrtabFmt
+
+__all__ = ["scan", "RULES"]
+
+#: the scan's rule IDs, in the order the kernel tests them for one STE
+RULES = ("SCAN-STE-CFG", "SCAN-VMID", "SCAN-CDTAB-NULL", "SCAN-CDTAB-CDMAX", "SCAN-CDTAB-FMT", "SCAN-CDTAB-CD2L",
+         "SCAN-CDTAB-ALIGN", "SCAN-CD-ASID", "SCAN-L1CD-NULL", "SCAN-L1CD-ALIGN")
 
 _CFG_NAME = {1: "reserved (1)", 2: "reserved (2)", 3: "reserved (3)"}
 
@@ -23,9 +30,8 @@ def _rows(ctx: Ctx) -> tuple[np.ndarray, str | None]:
     """Indices (into the walked STE arrays) the kernel's scan visits, in its order."""
     t = ctx.table
     assert t is not None
-    fmt = t.geometry.fmt
-    if fmt == 1:
-        accepted = [r.index for r in ctx.v.l1 if r.result == "accept"]
+    if t.geometry.fmt == StrtabFmt.TWO_LEVEL:
+        accepted = [r.index for r in ctx.v.l1 if r.result is L1Outcome.ACCEPT]
         if not accepted:
             return np.zeros(0, dtype=np.int64), None
         l1idx = (t.sids >> np.uint64(L.STRTAB_SPLIT)).astype(np.int64)
@@ -43,19 +49,18 @@ def _rows(ctx: Ctx) -> tuple[np.ndarray, str | None]:
 def _cd_table_error(ctx: Ctx, ct: CdTable, asid_bits: int | None) -> tuple[str | None, str, bool]:
     """(rule, detail, unknown) for one CD table, first error in the kernel's order."""
     first: tuple[int, int, str, str] | None = None  # (l1 index, sub-order, rule, detail)
-    if ct.s1fmt == L.STE_S1FMT_64K_L2 and ctx.rs.scan_l1cd:
+    if ct.s1fmt == S1Fmt.L2_64K and ctx.rs.scan_checks_l1cd:
         for i, raw, _status in ct.l1:
-            if raw is None or not raw & 1:
+            if raw is None or not L.get(L.L1CD, raw, "V"):
                 continue
-            l2 = raw & L.LINUX_L1CD_L2PTR_MASK
+            l2 = L.linux_get(L.L1CD, raw, "L2PTR")
             if l2 == 0:
                 first = min(first or (1 << 62, 0, "", ""), (i, 0, "SCAN-L1CD-NULL", f"L1CD[{i}] = {raw:#x}: V set, L2Ptr 0"))
             elif l2 % (L.CTXDESC_L2_ENTRIES * L.CD_BYTES):
                 first = min(first or (1 << 62, 0, "", ""), (i, 0, "SCAN-L1CD-ALIGN", f"L1CD[{i}] L2Ptr {l2:#x} not 64 KiB aligned"))
     if len(ct.words):
-        w0 = ct.words[:, 0]
-        valid = (w0 & np.uint64(L.LINUX_CD_V)) != 0
-        asid = (w0 >> np.uint64(L.LINUX_CD_ASID_SHIFT)).astype(np.int64)
+        valid = vector.field(L.CD, ct.words, "V") != 0
+        asid = vector.field(L.CD, ct.words, "ASID").astype(np.int64)
         if valid.any():
             if asid_bits is None:
                 return None, "IDR0.ASID16 (ASID width) not given", True
@@ -74,12 +79,12 @@ def _cd_table_error(ctx: Ctx, ct: CdTable, asid_bits: int | None) -> tuple[str |
     return None, "", False
 
 
-CODES = ("", "SCAN-STE-CFG", "SCAN-VMID", "SCAN-CDTAB-NULL", "SCAN-CDTAB-CDMAX", "SCAN-CDTAB-FMT", "SCAN-CDTAB-CD2L",
-         "SCAN-CDTAB-ALIGN", "SCAN-CD-ASID", "SCAN-L1CD-NULL", "SCAN-L1CD-ALIGN")
+CODES = ("", *RULES)  # small integer codes for the vectorised scan: 0 = no error
 CODE = {r: i for i, r in enumerate(CODES)}
 
 
 def scan(ctx: Ctx) -> Stop | None:
+    """latest's ASID/VMID reservation scan: the first failing STE in the kernel's order."""
     t = ctx.table
     if t is None:
         return ctx.unknown("SCAN-STE-CFG", "the dump (no memory to scan the STEs)")
@@ -87,31 +92,31 @@ def scan(ctx: Ctx) -> Stop | None:
     n = len(rows)
     known = t.known[rows]
     w0 = t.words[rows, 0]
-    v = (w0 & np.uint64(1)) != 0
+    v = vector.field(L.STE, w0, "V") != 0
     cfg = vector.field(L.STE, w0, "CONFIG").astype(np.int8)
     code = np.zeros(n, dtype=np.int8)  # index into CODES: 0 = no error
     detail: dict[int, str] = {}
     need_unknown: list[str] = []
 
-    code[v & (cfg >= 1) & (cfg <= 3)] = CODE["SCAN-STE-CFG"]
+    code[v & (cfg >= SteConfig.RESERVED_1) & (cfg <= SteConfig.RESERVED_3)] = CODE["SCAN-STE-CFG"]
 
-    s2 = np.flatnonzero(v & ((cfg == L.STE_CFG_S2) | (cfg == L.STE_CFG_NESTED)))
+    s2 = np.flatnonzero(v & ((cfg == SteConfig.S2) | (cfg == SteConfig.NESTED)))
     if len(s2):
         vb = ctx.regs.vmid_bits
         if vb is None:
             need_unknown.append("IDR0.VMID16 (VMID width)")
         else:
-            vmid = (t.words[rows[s2], 2] & np.uint64(L.LINUX_STE_VMID_MASK)).astype(np.int64)
-            bad = s2[(vmid == 0) | (vmid >= (1 << vb))]
-            code[bad] = CODE["SCAN-VMID"]
-            for k, vm in zip(bad[:1].tolist(), vmid[(vmid == 0) | (vmid >= (1 << vb))][:1].tolist()):
+            vmid = vector.field(L.STE, t.words[rows[s2]], "S2VMID").astype(np.int64)
+            sel = (vmid == 0) | (vmid >= (1 << vb))
+            code[s2[sel]] = CODE["SCAN-VMID"]
+            for k, vm in zip(s2[sel][:1].tolist(), vmid[sel][:1].tolist()):  # the first is the one reported
                 detail[k] = f"S2VMID={vm} (valid range 1..{(1 << vb) - 1})"
 
-    s1 = np.flatnonzero(v & (cfg == L.STE_CFG_S1))
+    s1 = np.flatnonzero(v & (cfg == SteConfig.S1))
     cd_unknown: dict[int, str] = {}
     if len(s1):
         x0 = w0[s1]
-        ptr = x0 & np.uint64(L.LINUX_STE_S1CTXPTR_MASK)
+        ptr = x0 & np.uint64(L.STE.field("S1CONTEXTPTR").linux_mask)
         cdmax = vector.field(L.STE, x0, "S1CDMAX").astype(np.int64)
         s1fmt = vector.field(L.STE, x0, "S1FMT").astype(np.int64)
         c = np.zeros(len(s1), dtype=np.int8)
@@ -121,21 +126,23 @@ def scan(ctx: Ctx) -> Stop | None:
             need_unknown.append("IDR1.SSIDSIZE")
         else:
             c[(c == 0) & (cdmax > ssid_bits)] = CODE["SCAN-CDTAB-CDMAX"]
-        c[(c == 0) & (s1fmt != L.STE_S1FMT_LINEAR) & (s1fmt != L.STE_S1FMT_64K_L2)] = CODE["SCAN-CDTAB-FMT"]
-        if ctx.rs.scan_cd2l:
-            two = (c == 0) & (s1fmt == L.STE_S1FMT_64K_L2)
+        c[(c == 0) & (s1fmt != S1Fmt.LINEAR) & (s1fmt != S1Fmt.L2_64K)] = CODE["SCAN-CDTAB-FMT"]
+        if ctx.rs.scan_checks_cd2l:
+            two = (c == 0) & (s1fmt == S1Fmt.L2_64K)
             if two.any():
                 cd2l = ctx.regs.cd2l
                 if cd2l is None:
                     need_unknown.append("IDR0.CD2L")
                 elif not cd2l:
                     c[two] = CODE["SCAN-CDTAB-CD2L"]
-        if ctx.rs.scan_cdtab_align:
-            cm = np.minimum(cdmax, 40).astype(np.uint64)
-            lin_size = (np.uint64(1) << cm) * np.uint64(64)
-            l2_size = ((np.uint64(1) << cm) + np.uint64(1023)) // np.uint64(1024) * np.uint64(8)
-            size = np.maximum(np.where(s1fmt == 0, lin_size, l2_size), np.uint64(1))
+        if ctx.rs.scan_checks_cdtab_align:
+            # the kernel's table size: linear (1 << cdmax) CDs, 64K_L2 its L1CDs (cd_table_bytes());
+            # S1CDMax is a 5-bit field, so the shift stays far below 64
+            sizes = np.array([[cd_table_bytes(f, m) for m in range(32)] for f in (S1Fmt.LINEAR, S1Fmt.L2_64K)], dtype=np.uint64)
+            size = sizes[(s1fmt != S1Fmt.LINEAR).astype(np.int64), cdmax]
             c[(c == 0) & ((ptr % size) != 0)] = CODE["SCAN-CDTAB-ALIGN"]
+        for j in np.flatnonzero(c != 0)[:1].tolist():  # the first CD-table geometry failure, as reported
+            detail[int(s1[j])] = _describe(CODES[int(c[j])], int(ptr[j]), int(cdmax[j]), int(s1fmt[j]), ssid_bits)
         ok = known[s1]
         verdicts: dict[tuple[int, int, int], tuple[str | None, str, bool]] = {}
         for j in np.flatnonzero((c == 0) & ok).tolist():
@@ -154,9 +161,6 @@ def scan(ctx: Ctx) -> Stop | None:
             elif unk:
                 cd_unknown[k] = d
         code[s1] = np.where(code[s1] != 0, code[s1], c)
-        for j in np.flatnonzero(c != 0)[:1].tolist():
-            k = int(s1[j])
-            detail.setdefault(k, _describe(CODES[int(c[j])], int(ptr[j]), int(cdmax[j]), int(s1fmt[j]), ssid_bits))
 
     bad = (code != 0) & known
     first_bad = int(np.argmax(bad)) if bad.any() else None
@@ -168,12 +172,14 @@ def scan(ctx: Ctx) -> Stop | None:
     if first_bad is not None:
         sid = int(t.sids[rows[first_bad]])
         if first_unk is not None and first_unk < first_bad:
-            ctx.v.notes.append("an earlier STE or CD table of the scan is not in the dump: the kernel may have stopped there first")
+            usid = int(t.sids[rows[first_unk]])
+            ctx.uncertain(f"SID {usid:#x} precedes SID {sid:#x} in the scan but "
+                          f"{cd_unknown.get(first_unk, 'its STE is not in the dump')}: the kernel may have failed there first")
         r = CODES[int(code[first_bad])]
         why = detail.get(first_bad) or (f"STE.Config={int(cfg[first_bad])} (reserved; HW treats it as abort)" if r == "SCAN-STE-CFG" else r)
         n_bad = int(bad.sum())
         more = f" ({n_bad} STEs fail the scan)" if n_bad > 1 else ""
-        return ctx.fail(r, "EINVAL", level="dev_warn", detail=f"SID {sid:#x}: {why}{more}")
+        return ctx.fail(r, detail=f"SID {sid:#x}: {why}{more}")
     if need_unknown:
         return ctx.unknown("SCAN-STE-CFG", "; ".join(sorted(set(need_unknown))))
     if first_unk is not None:
@@ -194,5 +200,3 @@ def _describe(rule: str, ptr: int, cdmax: int, fmt: int, ssid_bits: int | None) 
         "SCAN-CDTAB-ALIGN": f"CD table {ptr:#x} not aligned to its size (S1Fmt {fmt}, S1CDMax {cdmax})",
     }.get(rule, rule)
 
-
-CHECKS = (scan,)

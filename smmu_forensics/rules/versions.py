@@ -1,69 +1,138 @@
 """The versions of "iommu/arm-smmu-v3: Fix device crash on kdump kernel", as data.
 
-Rule IDs, conditions, errnos and message strings come from ../shared/reference/adopt-rules.md,
-which cites the patches ([P1v6] f3d1f938a9b4 v6 1/7, [P1v7] 7a8e829adda9 v7 1/7) and the author's
-branch states; "latest" is branch state E ([GH-kexec-E] + [GH-kdump-E]), the best match for the
-posted v10.  Message prefixes: v6 and v7 write a literal ``"kdump: "`` in every string; in state E
+A :class:`Ruleset` names its checks in the kernel's order, and for every rule ID the decision,
+errno, printk level and the exact message that kernel prints.  Rule IDs, conditions, errnos and
+messages come from ../shared/reference/adopt-rules.md, which cites the patches ([P1v6]
+f3d1f938a9b4 v6 1/7, [P1v7] 7a8e829adda9 v7 1/7) and the author's published branch; "latest" is
+the branch's newest state ([GH-kexec-E] + [GH-kdump-E]), the best match for the posted v10.
+Message prefixes: v6 and v7 write a literal ``"kdump: "`` in every string; in latest
 ``arm-smmu-v3-kdump.c`` defines ``dev_fmt "kdump: "`` while the helpers in
 ``arm-smmu-v3-kexec.c`` define none, so geometry and L1 messages carry no prefix there.
 
 Adding the next version means adding one :class:`Ruleset` here (and a check in a family module
 only if the version adds a new kind of check).
+
+>>> [r for r in RULE_IDS["v6"]][:3]
+['PRE-SMMUEN', 'PRE-COHERENT', 'PRE-SFM']
+>>> VERSIONS["latest"].rule("SCAN-VMID").text()
+'kdump: failed to reserve in-use ASIDs/VMIDs'
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
-from smmu_forensics.rules.engine import Ruleset
+from smmu_forensics.rules import geometry, l1, probe, scan
+from smmu_forensics.rules.base import Check, Decision, Errno, Level
 
-_COMMON = {
-    "ADOPT": "kdump: adopting crashed kernel's stream table",
-    "FALLBACK": "kdump: falling back to full reset",
-    "PRE-COHERENT": "kdump: non-coherent SMMU unsupported; reset to block all DMAs",
-    "PRE-SFM": "kdump: SMMU in Service Failure Mode, must reset",
-    "FMT-INVALID": "kdump: invalid STRTAB format %u",
-    "FMT-2LVL-NOHW": "WARN_ON(!(smmu->features & ARM_SMMU_FEAT_2_LVL_STRTAB))",
+__all__ = ["Rule", "Ruleset", "VERSIONS", "DEFAULT", "RULE_IDS", "V6", "V7", "LATEST"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What the kernel does when one rule fails."""
+
+    decision: Decision
+    message: str | None  # %-format of the kernel's printf string, dev_fmt prefix included; None: silent
+    errno: Errno | None = Errno.EINVAL
+    level: Level | None = Level.DEV_ERR
+
+    def text(self, *args: Any) -> str | None:
+        if self.message is None:
+            return None
+        return self.message % args if args else self.message
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """One version of the adopt series, as data."""
+
+    name: str
+    title: str
+    checks: tuple[Check, ...]  # in the kernel's order
+    rules: dict[str, Rule]  # every rule ID the checks can fail with
+    adopt_message: str
+    adopt_level: Level  # dev_info (v6) or dev_dbg (v7 on): invisible in dmesg by default
+    fallback_message: str
+    # Behaviours that differ between versions, named for what they do:
+    l1_count_before_shift: bool  # 2LVL-L1-MAX compares log2size - split with 17 before computing 1 << n
+    l1_base_aligned: bool  # 2LVL-L1-ALIGN: the L1 table base must be aligned to its size
+    l1_null_l2ptr_rejects: bool  # a span with L2Ptr 0 rejects (else the descriptor is skipped as unused)
+    l1_l2ptr_aligned: bool  # L1-L2PTR-ALIGN: L2Ptr must be 16 KiB aligned
+    linear_cap_within_sidsize: bool  # linear cap is min(SIDSIZE, 25) (else 25 whenever 2-level HW)
+    linear_base_aligned: bool  # LIN-ALIGN: the linear table base must be aligned to its size
+    scan_checks_cd2l: bool
+    scan_checks_cdtab_align: bool
+    scan_checks_l1cd: bool
+    source: str
+
+    def rule(self, rule_id: str) -> Rule:
+        return self.rules[rule_id]
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return list(self.rules)
+
+
+def _reset(msg: str | None, level: Level = Level.DEV_ERR) -> Rule:
+    return Rule(Decision.RESET, msg, Errno.EINVAL, level)
+
+
+_PROBE = {  # preconditions: no adoption attempted
+    "PRE-SMMUEN": Rule(Decision.NO_ADOPT, None, None, None),  # silent
+    "PRE-COHERENT": Rule(Decision.NO_ADOPT, "kdump: non-coherent SMMU unsupported; reset to block all DMAs", None, Level.DEV_WARN),
+    "PRE-SFM": Rule(Decision.NO_ADOPT, "kdump: SMMU in Service Failure Mode, must reset", None, Level.DEV_WARN),
+}
+_FMT = {
+    "FMT-INVALID": _reset("kdump: invalid STRTAB format %u"),
+    "FMT-2LVL-NOHW": _reset("WARN_ON(!(smmu->features & ARM_SMMU_FEAT_2_LVL_STRTAB))", Level.WARN_ON),
 }
 
-_V6_V7 = {
-    **_COMMON,
-    "2LVL-LOG2SIZE-RANGE": "kdump: log2size %u out of range [%u, %u]",
-    "2LVL-SPLIT": "kdump: unsupported STRTAB_SPLIT %u (expected %u)",
-    "2LVL-L1-MAX": "kdump: l1 entries %u exceeds max %u",
-    "L1-SPAN": "kdump: L1[%u] unsupported span %u (vs %u)",
-    "LIN-LOG2SIZE-MAX": "kdump: unsupported log2size %u (> %u)",
+
+_V6_RULES = {
+    **_PROBE, **_FMT,
+    "2LVL-LOG2SIZE-RANGE": _reset("kdump: log2size %u out of range [%u, %u]"),
+    "2LVL-SPLIT": _reset("kdump: unsupported STRTAB_SPLIT %u (expected %u)"),
+    "2LVL-L1-MAX": _reset("kdump: l1 entries %u exceeds max %u"),
+    "L1-SPAN": _reset("kdump: L1[%u] unsupported span %u (vs %u)"),
+    "LIN-LOG2SIZE-MAX": _reset("kdump: unsupported log2size %u (> %u)"),
 }
 
-_LATEST = {
-    **_COMMON,
-    "2LVL-LOG2SIZE-RANGE": "log2size %u out of range [%u, %u]",
-    "2LVL-SPLIT": "unsupported STRTAB_SPLIT %u (expected %u)",
-    "2LVL-L1-MAX": "l1 entries 2^%u exceeds max %u",
-    "2LVL-L1-ALIGN": "unaligned l1 stream table base %s",
-    "L1-SPAN": "L1[%u] unsupported span %u (vs %u)",
-    "L1-L2PTR-NULL": "L1[%u] bad l2 table base %s",
-    "L1-L2PTR-ALIGN": "L1[%u] bad l2 table base %s",
-    "LIN-LOG2SIZE-MAX": "unsupported log2size %u (> %u)",
-    "LIN-ALIGN": "unaligned stream table base %s",
-    "SCAN-FAIL": "kdump: failed to reserve in-use ASIDs/VMIDs",
+_SCAN_FAIL = "kdump: failed to reserve in-use ASIDs/VMIDs"  # kdump.c prints one line for every scan failure
+_LATEST_RULES = {
+    **_PROBE, **_FMT,
+    "2LVL-LOG2SIZE-RANGE": _reset("log2size %u out of range [%u, %u]"),
+    "2LVL-SPLIT": _reset("unsupported STRTAB_SPLIT %u (expected %u)"),
+    "2LVL-L1-MAX": _reset("l1 entries 2^%u exceeds max %u"),
+    "2LVL-L1-ALIGN": _reset("unaligned l1 stream table base %s"),
+    "L1-SPAN": _reset("L1[%u] unsupported span %u (vs %u)"),
+    "L1-L2PTR-NULL": _reset("L1[%u] bad l2 table base %s"),
+    "L1-L2PTR-ALIGN": _reset("L1[%u] bad l2 table base %s"),
+    "LIN-LOG2SIZE-MAX": _reset("unsupported log2size %u (> %u)"),
+    "LIN-ALIGN": _reset("unaligned stream table base %s"),
+    **{r: _reset(_SCAN_FAIL, Level.DEV_WARN) for r in scan.RULES},
 }
+
+_CHECKS = (probe.smmuen, probe.coherent, probe.sfm, geometry.fmt, geometry.two_level, geometry.linear, l1.l1_descriptors)
 
 V6 = Ruleset(
     name="v6",
     title="v6 (2026-05-20, 7 patches; the version under review)",
-    messages=_V6_V7,
-    l1_max="post-shift",
-    l1_align=False,
-    l1_null_reject=False,
-    l2ptr_align=False,
-    linear_cap="v4",
-    linear_align=False,
-    scan=False,
-    scan_cd2l=False,
-    scan_cdtab_align=False,
-    scan_l1cd=False,
-    adopt_msg_level="dev_info",
+    checks=_CHECKS,
+    rules=_V6_RULES,
+    adopt_message="kdump: adopting crashed kernel's stream table",
+    adopt_level=Level.DEV_INFO,
+    fallback_message="kdump: falling back to full reset",
+    l1_count_before_shift=False,
+    l1_base_aligned=False,
+    l1_null_l2ptr_rejects=False,
+    l1_l2ptr_aligned=False,
+    linear_cap_within_sidsize=False,
+    linear_base_aligned=False,
+    scan_checks_cd2l=False,
+    scan_checks_cdtab_align=False,
+    scan_checks_l1cd=False,
     source="v6 1/7 f3d1f938a9b4...1779265413.git.nicolinc@nvidia.com",
 )
 
@@ -73,40 +142,32 @@ V7 = replace(
     V6,
     name="v7",
     title="v7 (2026-06-29, 7 patches)",
-    adopt_msg_level="dev_dbg",
+    adopt_level=Level.DEV_DBG,
     source="v7 1/7 7a8e829adda9...1782799827.git.nicolinc@nvidia.com",
 )
 
 LATEST = Ruleset(
     name="latest",
-    title="latest (branch state E, matching v10 of 2026-08-30)",
-    messages=_LATEST,
-    l1_max="pre-shift",
-    l1_align=True,
-    l1_null_reject=True,
-    l2ptr_align=True,
-    linear_cap="C",
-    linear_align=True,
-    scan=True,
-    scan_cd2l=True,
-    scan_cdtab_align=True,
-    scan_l1cd=True,
-    adopt_msg_level="dev_dbg",
-    source="nicolinc/iommufd arm-smmu-v3-kexec.c + pran005/linux arm-smmu-v3-kdump.c @14930f2f3413 (state E)",
+    title="latest (the author's branch, matching v10 of 2026-08-30)",
+    checks=(*_CHECKS, scan.scan),
+    rules=_LATEST_RULES,
+    adopt_message="kdump: adopting crashed kernel's stream table",
+    adopt_level=Level.DEV_DBG,
+    fallback_message="kdump: falling back to full reset",
+    l1_count_before_shift=True,
+    l1_base_aligned=True,
+    l1_null_l2ptr_rejects=True,
+    l1_l2ptr_aligned=True,
+    linear_cap_within_sidsize=True,
+    linear_base_aligned=True,
+    scan_checks_cd2l=True,
+    scan_checks_cdtab_align=True,
+    scan_checks_l1cd=True,
+    source="nicolinc/iommufd arm-smmu-v3-kexec.c + pran005/linux arm-smmu-v3-kdump.c @14930f2f3413",
 )
 
 VERSIONS = {rs.name: rs for rs in (V6, V7, LATEST)}
 DEFAULT = ("latest", "v6")
 
-#: every rule ID a ruleset can return, with its family (for docs and the test that each is exercised)
-RULE_IDS = {
-    "v6": ["PRE-SMMUEN", "PRE-COHERENT", "PRE-SFM", "FMT-INVALID", "FMT-2LVL-NOHW", "2LVL-LOG2SIZE-RANGE",
-           "2LVL-SPLIT", "2LVL-L1-MAX", "L1-SPAN", "LIN-LOG2SIZE-MAX"],
-    "v7": ["PRE-SMMUEN", "PRE-COHERENT", "PRE-SFM", "FMT-INVALID", "FMT-2LVL-NOHW", "2LVL-LOG2SIZE-RANGE",
-           "2LVL-SPLIT", "2LVL-L1-MAX", "L1-SPAN", "LIN-LOG2SIZE-MAX"],
-    "latest": ["PRE-SMMUEN", "PRE-COHERENT", "PRE-SFM", "FMT-INVALID", "FMT-2LVL-NOHW", "2LVL-LOG2SIZE-RANGE",
-               "2LVL-SPLIT", "2LVL-L1-MAX", "2LVL-L1-ALIGN", "L1-SPAN", "L1-L2PTR-NULL", "L1-L2PTR-ALIGN",
-               "LIN-LOG2SIZE-MAX", "LIN-ALIGN", "SCAN-STE-CFG", "SCAN-VMID", "SCAN-CDTAB-NULL", "SCAN-CDTAB-CDMAX",
-               "SCAN-CDTAB-FMT", "SCAN-CDTAB-CD2L", "SCAN-CDTAB-ALIGN", "SCAN-CD-ASID", "SCAN-L1CD-NULL",
-               "SCAN-L1CD-ALIGN"],
-}
+#: every rule ID a ruleset can return, in the order its checks meet them
+RULE_IDS = {name: rs.rule_ids for name, rs in VERSIONS.items()}

@@ -16,6 +16,14 @@ Addresses are declared with the spec's width ([55:x]); the kernel masks to [51:x
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
+from functools import cached_property
+
+__all__ = [
+    "Field", "Layout", "SteConfig", "S1Fmt", "StrtabFmt", "genmask", "get", "linux_get", "LAYOUTS", "REGISTER_LAYOUTS",
+    "IDR0", "IDR1", "IDR3", "IDR5", "CR0", "CR1", "CR2", "GBPA", "GERROR", "STRTAB_BASE", "STRTAB_BASE_CFG",
+    "L1STD", "STE", "L1CD", "CD",
+]
 
 
 def genmask(hi: int, lo: int) -> int:
@@ -34,6 +42,8 @@ class Field:
     addr: bool = False
     #: value -> meaning, for the report
     enum: tuple[tuple[int, str], ...] = ()
+    #: the highest address bit Linux keeps (its GENMASK_ULL(linux_hi, lo)); None: Linux reads all bits
+    linux_hi: int | None = None
 
     @property
     def width(self) -> int:
@@ -43,15 +53,21 @@ class Field:
     def mask(self) -> int:
         return genmask(self.hi, self.lo)
 
-    @property
+    @cached_property
     def reserved(self) -> bool:
         return self.name.startswith("rsvd_")
 
+    @property
+    def linux_mask(self) -> int:
+        """The mask the kernel applies to this field's word (its ``*_MASK`` macro)."""
+        return genmask(self.hi if self.linux_hi is None else self.linux_hi, self.lo)
+
+    @cached_property
+    def _meanings(self) -> dict[int, str]:
+        return dict(self.enum)
+
     def meaning(self, value: int) -> str | None:
-        for k, v in self.enum:
-            if k == value:
-                return v
-        return None
+        return self._meanings.get(value)
 
 
 @dataclass(frozen=True)
@@ -65,12 +81,29 @@ class Layout:
     def words(self) -> int:
         return max(1, self.size // 8)
 
+    @cached_property
+    def _by_name(self) -> dict[str, Field]:
+        return {f.name: f for f in self.fields}
+
     def field(self, name: str) -> Field:
-        return _BY_NAME[self.name][name]
+        return self._by_name[name]
+
+    def res0_mask(self, word: int = 0) -> int:
+        """Bits of ``word`` that no field names (RES0 for software that writes it).
+
+        >>> hex(L1STD.res0_mask())
+        '0xff00000000000020'
+        """
+        m = 0
+        for f in self.fields:
+            if f.reserved and f.word == word:
+                m |= f.mask
+        return m
 
 
-def F(name: str, word: int, hi: int, lo: int | None = None, doc: str = "", addr: bool = False, enum: dict[int, str] | None = None) -> Field:
-    return Field(name, word, hi, hi if lo is None else lo, doc, addr, tuple(sorted((enum or {}).items())))
+def F(name: str, word: int, hi: int, lo: int | None = None, doc: str = "", addr: bool = False, enum: dict[int, str] | None = None,
+      linux_hi: int | None = None) -> Field:
+    return Field(name, word, hi, hi if lo is None else lo, doc, addr, tuple(sorted((enum or {}).items())), linux_hi)
 
 
 def _complete(name: str, size: int, fields: list[Field], source: str) -> Layout:
@@ -196,10 +229,58 @@ REGISTER_LAYOUTS = {
 # ---------------------------------------------------------------------------------------------
 L1STD = _complete("L1STD", 8, [
     F("SPAN", 0, 4, 0, doc="0 invalid; 1..11: L2 holds 2^(SPAN-1) STEs; 12..31 reserved (behave as 0)"),
-    F("L2PTR", 0, 55, 6, addr=True, doc="L2 table address (spec [55:6]; Linux masks [51:6])"),
+    F("L2PTR", 0, 55, 6, addr=True, linux_hi=51, doc="L2 table address (spec [55:6]; Linux masks [51:6])"),
 ], "[S-L1STD] 5.1, [LH] STRTAB_L1_DESC_*")
 
-STE_CONFIG = {0: "abort", 1: "reserved", 2: "reserved", 3: "reserved", 4: "bypass", 5: "s1", 6: "s2", 7: "nested"}
+
+
+class SteConfig(IntEnum):
+    """STE.Config [S-STE] 5.2 (Linux STRTAB_STE_0_CFG_*); 1-3 are reserved and behave as abort."""
+
+    ABORT = 0
+    RESERVED_1 = 1
+    RESERVED_2 = 2
+    RESERVED_3 = 3
+    BYPASS = 4
+    S1 = 5  # stage 1 translate, stage 2 bypass
+    S2 = 6  # stage 1 bypass, stage 2 translate
+    NESTED = 7  # both stages
+
+    @property
+    def label(self) -> str:
+        """The report's name: abort, reserved, bypass, s1, s2, nested.
+
+        >>> SteConfig(5).label, SteConfig(2).label
+        ('s1', 'reserved')
+        """
+        return "reserved" if 1 <= self <= 3 else self.name.lower()
+
+    @property
+    def stage1(self) -> bool:
+        """Config[0] and Config[2] set: stage 1 translates (s1, nested)."""
+        return self in (SteConfig.S1, SteConfig.NESTED)
+
+    @property
+    def stage2(self) -> bool:
+        """Config[1] and Config[2] set: stage 2 translates (s2, nested)."""
+        return self in (SteConfig.S2, SteConfig.NESTED)
+
+
+class S1Fmt(IntEnum):
+    """STE.S1Fmt [S-STE] 5.2: the CD table's shape (3 is reserved and behaves as linear)."""
+
+    LINEAR = 0
+    L2_4K = 1  # 2-level, 4 KiB leaf tables (64 CDs)
+    L2_64K = 2  # 2-level, 64 KiB leaf tables (1024 CDs); the only 2-level form Linux writes
+    RESERVED = 3
+
+
+class StrtabFmt(IntEnum):
+    """STRTAB_BASE_CFG.FMT [S-SBC] 6.3.25; 2 and 3 are reserved."""
+
+    LINEAR = 0
+    TWO_LEVEL = 1
+
 
 STE = _complete("STE", 64, [
     # word 0
@@ -207,7 +288,7 @@ STE = _complete("STE", 64, [
     F("CONFIG", 0, 3, 1, enum={0: "abort", 1: "reserved (behaves as abort)", 2: "reserved (behaves as abort)",
                                 3: "reserved (behaves as abort)", 4: "bypass", 5: "stage 1", 6: "stage 2", 7: "stage 1 + stage 2"}),
     F("S1FMT", 0, 5, 4, enum={0: "linear", 1: "2-level 4K leaves", 2: "2-level 64K leaves", 3: "reserved (linear)"}),
-    F("S1CONTEXTPTR", 0, 55, 6, addr=True, doc="CD table address (Linux masks [51:6])"),
+    F("S1CONTEXTPTR", 0, 55, 6, addr=True, linux_hi=51, doc="CD table address (Linux masks [51:6])"),
     F("S1CDMAX", 0, 63, 59, doc="log2(number of CDs)"),
     # word 1
     F("S1DSS", 1, 1, 0, enum={0: "terminate", 1: "bypass", 2: "substream 0", 3: "reserved"}),
@@ -228,7 +309,7 @@ STE = _complete("STE", 64, [
     F("DPT_VMATCH", 2, 63, 62),
     # word 3
     F("S2NSW", 3, 0), F("S2NSA", 3, 1), F("S2SL0_2", 3, 2), F("S2DS", 3, 3),
-    F("S2TTB", 3, 55, 4, addr=True, doc="stage-2 table (Linux masks [51:4])"), F("S2SKL", 3, 62, 61),
+    F("S2TTB", 3, 55, 4, addr=True, linux_hi=51, doc="stage-2 table (Linux masks [51:4])"), F("S2SKL", 3, 62, 61),
     # word 4
     F("IMPDEF4", 4, 15, 0), F("PARTID", 4, 31, 16), F("S_S2T0SZ", 4, 37, 32), F("S_S2SL0", 4, 39, 38),
     F("S_S2TG", 4, 47, 46), F("MECID", 4, 63, 48),
@@ -245,7 +326,7 @@ STE = _complete("STE", 64, [
 # Context descriptors [S-L1CD] 5.3, [S-CD] 5.4
 # ---------------------------------------------------------------------------------------------
 L1CD = _complete("L1CD", 8, [
-    F("V", 0, 0), F("L2PTR", 0, 55, 12, addr=True, doc="leaf CD table (Linux masks [51:12])"),
+    F("V", 0, 0), F("L2PTR", 0, 55, 12, addr=True, linux_hi=51, doc="leaf CD table (Linux masks [51:12])"),
 ], "[S-L1CD] 5.3, [LH] CTXDESC_L1_DESC_*")
 
 CD = _complete("CD", 64, [
@@ -258,7 +339,7 @@ CD = _complete("CD", 64, [
     F("TBI1", 0, 39), F("PAN", 0, 40), F("AA64", 0, 41), F("HD", 0, 42), F("HA", 0, 43), F("S", 0, 44),
     F("R", 0, 45), F("A", 0, 46), F("ASET", 0, 47), F("ASID", 0, 63, 48),
     F("NSCFG0", 1, 0), F("HAD0", 1, 1), F("E0PD0", 1, 2), F("HAFT", 1, 3),
-    F("TTB0", 1, 55, 4, addr=True, doc="Linux masks [51:4]"), F("HWU0", 1, 63, 56),
+    F("TTB0", 1, 55, 4, addr=True, linux_hi=51, doc="Linux masks [51:4]"), F("HWU0", 1, 63, 56),
     F("NSCFG1", 2, 0), F("HAD1", 2, 1), F("E0PD1", 2, 2), F("AIE", 2, 3), F("TTB1", 2, 55, 4, addr=True),
     F("DS", 2, 58), F("PIE", 2, 59), F("HWU1", 2, 63, 60),
     F("MAIR0", 3, 31, 0), F("MAIR1", 3, 63, 32), F("AMAIR0", 4, 31, 0), F("AMAIR1", 4, 63, 32),
@@ -268,14 +349,17 @@ CD = _complete("CD", 64, [
 # ---------------------------------------------------------------------------------------------
 # The kernel's own view [LH] (used by rules/, which replay the kernel's C)
 # ---------------------------------------------------------------------------------------------
-LINUX_STRTAB_BASE_ADDR_MASK = genmask(51, 6)  # STRTAB_BASE_ADDR_MASK
-LINUX_L1_DESC_L2PTR_MASK = genmask(51, 6)  # STRTAB_L1_DESC_L2PTR_MASK
-LINUX_L1_DESC_SPAN_MASK = genmask(4, 0)  # STRTAB_L1_DESC_SPAN
-LINUX_STE_S1CTXPTR_MASK = genmask(51, 6)  # STRTAB_STE_0_S1CTXPTR_MASK
-LINUX_STE_VMID_MASK = genmask(15, 0)  # STRTAB_STE_2_S2VMID
-LINUX_L1CD_L2PTR_MASK = genmask(51, 12)  # CTXDESC_L1_DESC_L2PTR_MASK
-LINUX_CD_V = 1 << 31  # CTXDESC_CD_0_V
-LINUX_CD_ASID_SHIFT = 48  # CTXDESC_CD_0_ASID GENMASK_ULL(63, 48)
+# Derived from the declared fields (the kernel's own macro named in each comment).
+LINUX_STRTAB_BASE_ADDR_MASK = STRTAB_BASE.field("ADDR").linux_mask  # STRTAB_BASE_ADDR_MASK GENMASK_ULL(51, 6)
+LINUX_L1_DESC_L2PTR_MASK = L1STD.field("L2PTR").linux_mask  # STRTAB_L1_DESC_L2PTR_MASK GENMASK_ULL(51, 6)
+LINUX_L1_DESC_SPAN_MASK = L1STD.field("SPAN").linux_mask  # STRTAB_L1_DESC_SPAN GENMASK_ULL(4, 0)
+LINUX_STE_S1CTXPTR_MASK = STE.field("S1CONTEXTPTR").linux_mask  # STRTAB_STE_0_S1CTXPTR_MASK GENMASK_ULL(51, 6)
+LINUX_STE_VMID_MASK = STE.field("S2VMID").linux_mask  # STRTAB_STE_2_S2VMID GENMASK_ULL(15, 0)
+LINUX_STE_S2TTB_MASK = STE.field("S2TTB").linux_mask  # STRTAB_STE_3_S2TTB_MASK GENMASK_ULL(51, 4)
+LINUX_L1CD_L2PTR_MASK = L1CD.field("L2PTR").linux_mask  # CTXDESC_L1_DESC_L2PTR_MASK GENMASK_ULL(51, 12)
+LINUX_CD_TTB0_MASK = CD.field("TTB0").linux_mask  # CTXDESC_CD_1_TTB0_MASK GENMASK_ULL(51, 4)
+LINUX_CD_V = CD.field("V").mask  # CTXDESC_CD_0_V BIT(31)
+LINUX_CD_ASID_SHIFT = CD.field("ASID").lo  # CTXDESC_CD_0_ASID GENMASK_ULL(63, 48)
 STRTAB_SPLIT = 8  # [LH] STRTAB_SPLIT
 STRTAB_NUM_L2_STES = 1 << STRTAB_SPLIT  # [LH]
 STRTAB_MAX_L1_ENTRIES = 1 << 17  # [LH]
@@ -283,14 +367,17 @@ STRTAB_L2_BYTES = STRTAB_NUM_L2_STES * 64  # sizeof(struct arm_smmu_strtab_l2) =
 STE_BYTES = 64  # STRTAB_STE_DWORDS * 8
 CD_BYTES = 64  # CTXDESC_CD_DWORDS * 8
 CTXDESC_L2_ENTRIES = 1024  # [LH]; sizeof(struct arm_smmu_cdtab_l2) = 64 KiB
-STE_CFG_ABORT, STE_CFG_BYPASS, STE_CFG_S1, STE_CFG_S2, STE_CFG_NESTED = 0, 4, 5, 6, 7  # [LH], [LH-n]
-STE_S1FMT_LINEAR, STE_S1FMT_64K_L2 = 0, 2  # [LH] STRTAB_STE_0_S1FMT_*
+STE_CFG_ABORT, STE_CFG_BYPASS, STE_CFG_S1, STE_CFG_S2, STE_CFG_NESTED = (
+    SteConfig.ABORT, SteConfig.BYPASS, SteConfig.S1, SteConfig.S2, SteConfig.NESTED)  # [LH], [LH-n]
+STE_S1FMT_LINEAR, STE_S1FMT_64K_L2 = S1Fmt.LINEAR, S1Fmt.L2_64K  # [LH] STRTAB_STE_0_S1FMT_*
+STRTAB_MAX_SPAN = 11  # [S-L1STD] 5.1: Span 12..31 is reserved and behaves as 0
+STRTAB_LEGAL_SPLITS = (6, 8, 10)  # [S-SBC] 6.3.25: other SPLIT values are reserved and behave as 6
+LINEAR_MAX_LOG2SIZE = 25  # ilog2(STRTAB_MAX_L1_ENTRIES * STRTAB_NUM_L2_STES) [LH]: the kernel's linear cap
 GERROR_SFM_ERR = 1 << 8  # [LH]
 CR0_SMMUEN = 1 << 0  # [LH]
 
 LAYOUTS = {lay.name: lay for lay in (IDR0, IDR1, IDR3, IDR5, CR0, CR1, CR2, GBPA, GERROR, STRTAB_BASE,
                                      STRTAB_BASE_CFG, L1STD, STE, L1CD, CD)}
-_BY_NAME = {lay.name: {f.name: f for f in lay.fields} for lay in LAYOUTS.values()}
 
 
 def get(layout: Layout, value_words: list[int] | tuple[int, ...] | int, name: str) -> int:
@@ -303,3 +390,15 @@ def get(layout: Layout, value_words: list[int] | tuple[int, ...] | int, name: st
     word = value_words if isinstance(value_words, int) else value_words[f.word]
     v = (word >> f.lo) & ((1 << f.width) - 1)
     return v << f.lo if f.addr else v
+
+
+def linux_get(layout: Layout, value_words: list[int] | tuple[int, ...] | int, name: str) -> int:
+    """A field as the kernel reads it: masked with its ``*_MASK`` macro (addresses keep [51:lo]).
+
+    >>> hex(linux_get(L1STD, 0x00f000007ac60009, "L2PTR"))
+    '0x7ac60000'
+    """
+    f = layout.field(name)
+    word = value_words if isinstance(value_words, int) else value_words[f.word]
+    v = word & f.linux_mask
+    return v if f.addr else v >> f.lo

@@ -1,0 +1,164 @@
+"""What every check sees and returns: typed states, the verdict, the context a check reads.
+
+Check families (:mod:`.probe`, :mod:`.geometry`, :mod:`.l1`, :mod:`.scan`) import this module
+only; :mod:`.versions` names each ruleset's checks in order; :mod:`.engine` runs them.
+
+>>> Decision.ADOPT == "adopt", Outcome.FAIL.value
+(True, 'fail')
+>>> pa(0x431be000)
+'0x00000000431be000'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from smmu_forensics.smmu.registers import Registers
+from smmu_forensics.smmu.table import Geometry, StreamTable, geometry
+
+if TYPE_CHECKING:
+    from smmu_forensics.rules.versions import Ruleset
+
+__all__ = ["Decision", "Outcome", "L1Outcome", "Level", "Errno", "Step", "L1Result", "Verdict", "Stop", "Ctx", "Check", "pa"]
+
+
+class Decision(str, Enum):
+    """What the kdump kernel does with the crashed kernel's table."""
+
+    ADOPT = "adopt"  # keeps the SMMU enabled over the adopted table
+    RESET = "reset"  # adoption tried and failed: full reset, in-flight DMA aborted
+    NO_ADOPT = "no-adopt"  # a precondition failed: adoption not even tried, normal reset
+    UNKNOWN = "unknown"  # the dump or the registers lack what a check needs
+
+
+class Outcome(str, Enum):
+    """One check's result in the trail."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    UNKNOWN = "unknown"
+
+
+class L1Outcome(str, Enum):
+    """What adopt does with one L1 descriptor."""
+
+    ACCEPT = "accept"  # populated and sane: its L2 is adopted
+    FRESH = "fresh"  # skipped as unused: a fresh abort-filled L2 replaces it later
+    REJECT = "reject"  # fails the whole adoption
+    UNKNOWN = "unknown"  # not in the dump
+
+
+class Level(str, Enum):
+    """How the kernel prints a message (printk level or WARN_ON)."""
+
+    DEV_ERR = "dev_err"
+    DEV_WARN = "dev_warn"
+    DEV_INFO = "dev_info"
+    DEV_DBG = "dev_dbg"
+    WARN_ON = "WARN_ON"
+
+
+class Errno(int, Enum):
+    """The errnos adopt returns (include/uapi/asm-generic/errno-base.h, errno.h)."""
+
+    ENOMEM = 12
+    EINVAL = 22
+    ERANGE = 34
+    EOPNOTSUPP = 95
+
+
+@dataclass
+class Step:
+    rule: str
+    outcome: Outcome
+    detail: str = ""
+
+
+@dataclass
+class L1Result:
+    index: int
+    result: L1Outcome
+    rule: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class Verdict:
+    ruleset: str
+    decision: Decision
+    rule: str | None = None
+    errno: int | None = None
+    errno_name: str | None = None
+    message: str | None = None  # as the kernel prints it, dev_fmt prefix included
+    level: Level | None = None
+    detail: str = ""  # what exactly the rule saw (SID, value), in the tool's words
+    kernel_log: list[str] = field(default_factory=list)  # the lines this kernel would print, in order
+    l1: list[L1Result] = field(default_factory=list)
+    trail: list[Step] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # what is missing for a definite answer
+    notes: list[str] = field(default_factory=list)
+    #: False when memory the kernel reads before the failure found is missing: the decision holds
+    #: (a later failure rejects the table either way) but an earlier, unseen rule may be the one printed
+    rule_certain: bool = True
+
+
+@dataclass
+class Stop:
+    """Ends the decision: reset (adopt failed), no-adopt (preconditions) or unknown."""
+
+    decision: Decision
+    rule: str | None
+    errno: Errno | None = None
+    message: str | None = None
+    level: Level | None = Level.DEV_ERR
+    detail: str = ""
+
+
+class Ctx:
+    """What a check can see: the ruleset, the registers, the walked table, and the verdict so far."""
+
+    def __init__(self, rs: Ruleset, regs: Registers, table: StreamTable | None) -> None:
+        self.rs = rs
+        self.regs = regs
+        self.table = table
+        self.geometry: Geometry | None = table.geometry if table is not None else geometry(regs)  # None: registers unknown
+        self.num_l1: int | None = None  # num_l1_ents as the kernel computed it (2-level geometry passed)
+        self.num_ste: int | None = None  # linear num_ents (linear geometry passed)
+        self.v = Verdict(rs.name, Decision.ADOPT)
+
+    def passed(self, rule: str, detail: str = "") -> None:
+        self.v.trail.append(Step(rule, Outcome.PASS, detail))
+
+    def fail(self, rule: str, *args: Any, detail: str = "") -> Stop:
+        """The kernel's failure for ``rule``: errno, level and message from the ruleset's data."""
+        self.v.trail.append(Step(rule, Outcome.FAIL, detail))
+        r = self.rs.rule(rule)
+        return Stop(r.decision, rule, r.errno, r.text(*args), r.level, detail)
+
+    def unknown(self, rule: str, what: str) -> Stop:
+        self.v.trail.append(Step(rule, Outcome.UNKNOWN, what))
+        self.v.unknown.append(what)
+        return Stop(Decision.UNKNOWN, rule, None, None, None, what)
+
+    def uncertain(self, what: str) -> None:
+        """The failure found is certain to reject, but memory before it is missing (``unknown`` says what)."""
+        self.v.rule_certain = False
+        self.v.unknown.append(what)
+
+    def need(self, rule: str, **values: Any) -> Stop | None:
+        """Unknown unless every named register-derived value is known."""
+        missing = [k for k, v in values.items() if v is None]
+        if missing:
+            return self.unknown(rule, f"{rule} needs {', '.join(missing)} (not given)")
+        return None
+
+
+Check = Callable[[Ctx], "Stop | None"]
+
+
+def pa(addr: int) -> str:
+    """The kernel's %pa: 0x + 16 lowercase hex digits of a 64-bit phys_addr_t."""
+    return f"0x{addr & ((1 << 64) - 1):016x}"

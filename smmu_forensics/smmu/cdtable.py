@@ -1,0 +1,166 @@
+"""Context-descriptor tables behind stage-1 STEs [S-L1CD] 5.3, [S-CD] 5.4: read, bounded, typed.
+
+A CD table is keyed by what the STE says of it: (S1ContextPtr as Linux masks it, S1Fmt, S1CDMax).
+Only non-zero CDs are kept; memory the dump lacks is recorded as holes.
+
+>>> cd_table_bytes(0, 4), cd_table_bytes(2, 20)
+(1024, 8192)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from smmu_forensics.dumps.base import Hole, PhysicalMemory
+from smmu_forensics.smmu import fields as L
+from smmu_forensics.smmu import vector
+from smmu_forensics.smmu.fields import S1Fmt, SteConfig, get, linux_get
+from smmu_forensics.smmu.states import L1CdStatus
+
+__all__ = ["CdTable", "L1Cd", "read_cd_tables", "cd_table_bytes", "MAX_WALK_CDS", "MAX_CD_TABLES"]
+
+MAX_L1CD = 1 << 12  # L1CD descriptors read per CD table (the kernel's maximum is 1024)
+MAX_CD_TABLES = 1 << 14  # distinct CD tables read
+MAX_WALK_CDS = 1 << 20  # 64 MiB of CDs, over all CD tables
+#: CDs per leaf table of a 2-level CD table [S-STE] S1Fmt: 4 KiB or 64 KiB leaves ([LH] CTXDESC_L2_ENTRIES)
+CD_LEAF_ENTRIES = {S1Fmt.L2_4K: 4096 // L.CD_BYTES, S1Fmt.L2_64K: L.CTXDESC_L2_ENTRIES}
+
+
+def cd_table_bytes(s1fmt: int, s1cdmax: int) -> int:
+    """Bytes of the table an STE's S1ContextPtr points at: all CDs (linear) or the L1CDs (2-level).
+
+    >>> cd_table_bytes(0, 4), cd_table_bytes(2, 20)
+    (1024, 8192)
+    """
+    n_ctx = 1 << s1cdmax
+    if s1fmt in (S1Fmt.LINEAR, S1Fmt.RESERVED):
+        return n_ctx * L.CD_BYTES
+    return -(-n_ctx // CD_LEAF_ENTRIES[S1Fmt(s1fmt)]) * 8
+
+
+
+class L1Cd(NamedTuple):
+    """One L1 context descriptor read: its index, raw value (None: not in the dump) and status."""
+
+    index: int
+    raw: int | None
+    status: L1CdStatus
+
+
+@dataclass
+class CdTable:
+    """A stage-1 context-descriptor table reached from one or more STEs."""
+
+    ptr: int
+    s1fmt: int
+    s1cdmax: int
+    l1: list[L1Cd] = field(default_factory=list)
+    ssids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
+    addrs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    words: np.ndarray = field(default_factory=lambda: np.zeros((0, 8), dtype=np.uint64))
+    holes: list[Hole] = field(default_factory=list)
+    truncated: bool = False
+    not_read: str = ""  # why the CDs were not read (IPA, geometry the walk does not follow)
+
+
+def read_cd_tables(mem: PhysicalMemory, words: np.ndarray, valid: np.ndarray, cfg: np.ndarray,
+                   truncated: list[str]) -> dict[tuple[int, int, int], CdTable]:
+    """Read the CD table behind every valid stage-1 STE (Config 5), keyed by (S1ContextPtr, S1Fmt,
+    S1CDMax); nested STEs point at IPAs and are recorded as not read.  Bounded by MAX_CD_TABLES
+    tables and MAX_WALK_CDS CDs in all; what the bounds cut is appended to ``truncated``."""
+    tables: dict[tuple[int, int, int], CdTable] = {}
+    sel = np.flatnonzero(valid & ((cfg == SteConfig.S1) | (cfg == SteConfig.NESTED)))
+    if len(sel) == 0:
+        return tables
+    w0 = words[sel, 0]
+    keys = np.stack(
+        [
+            w0 & np.uint64(L.STE.field("S1CONTEXTPTR").linux_mask),
+            vector.field(L.STE, words[sel], "S1FMT"),
+            vector.field(L.STE, words[sel], "S1CDMAX"),
+            cfg[sel],
+        ],
+        axis=1,
+    )
+    budget = [MAX_WALK_CDS]
+    uniq = np.unique(keys, axis=0).tolist()
+    if len(uniq) > MAX_CD_TABLES:
+        truncated.append(f"{len(uniq)} distinct CD tables; read the first {MAX_CD_TABLES}")
+    for n_read, (ptr, fmt, cdmax, c) in enumerate(uniq):
+        key = (int(ptr), int(fmt), int(cdmax))
+        if n_read >= MAX_CD_TABLES:
+            tables[key] = CdTable(*key, not_read=f"more than {MAX_CD_TABLES} CD tables: not read")
+            continue
+        if key in tables:
+            continue
+        if c == SteConfig.NESTED:
+            tables[key] = CdTable(*key, not_read="nested STE: S1ContextPtr is an IPA (stage-2 input)")
+            continue
+        tables[key] = _read_cd_table(mem, key, budget)
+    return tables
+
+
+def _read_cd_table(mem: PhysicalMemory, key: tuple[int, int, int], budget: list[int]) -> CdTable:
+    ptr, fmt, cdmax = key
+    ct = CdTable(ptr, fmt, cdmax)
+    if ptr == 0:
+        ct.not_read = "S1ContextPtr is 0"
+        return ct
+    n_ctx = 1 << cdmax
+    chunks: list[tuple[int, int, int]] = []  # (first ssid, addr, count)
+    if fmt in (S1Fmt.LINEAR, S1Fmt.RESERVED):  # 3 is reserved and behaves as linear [S-STE]
+        chunks.append((0, ptr, n_ctx))
+    else:
+        leaf = CD_LEAF_ENTRIES[S1Fmt(fmt)]
+        n_l1 = -(-n_ctx // leaf)
+        if n_l1 > MAX_L1CD:  # the kernel itself never has more (SSIDSIZE <= 20): 1024 L1CDs
+            ct.truncated = True
+            n_l1 = MAX_L1CD
+        r = mem.read_partial(ptr, n_l1 * 8)
+        ct.holes += r.holes
+        raws = np.frombuffer(r.data, dtype="<u8")
+        known = np.ones(n_l1, dtype=bool)
+        for h in r.holes:
+            known[max(0, (h.start - ptr) // 8) : max(0, -(-(h.end - ptr) // 8))] = False
+        for i in np.flatnonzero(~known)[:64].tolist():
+            ct.l1.append(L1Cd(i, None, L1CdStatus.MISSING))
+        for i in np.flatnonzero(known & (raws != 0)).tolist():
+            raw = int(raws[i])
+            if not get(L.L1CD, raw, "V"):
+                ct.l1.append(L1Cd(i, raw, L1CdStatus.INVALID))
+                continue
+            l2 = linux_get(L.L1CD, raw, "L2PTR")
+            status = L1CdStatus.NULL_L2PTR if l2 == 0 else (
+                L1CdStatus.MISALIGNED_L2PTR if l2 % (leaf * L.CD_BYTES) else L1CdStatus.VALID)
+            ct.l1.append(L1Cd(i, raw, status))
+            if l2:
+                chunks.append((i * leaf, l2, min(leaf, n_ctx)))
+        ct.l1.sort(key=lambda x: x.index)
+    ssids, addrs, words = [], [], []
+    for first, addr, count in chunks:
+        if count > budget[0]:
+            ct.truncated = True
+            count = budget[0]
+        if count <= 0:
+            break
+        budget[0] -= count
+        r = mem.read_partial(addr, count * L.CD_BYTES)
+        ct.holes += r.holes
+        wds = vector.as_words(r.data, L.CD)
+        ok = np.ones(count, dtype=bool)
+        for h in r.holes:
+            lo = max(0, (h.start - addr) // L.CD_BYTES)
+            hi = min(count, -(-(h.end - addr) // L.CD_BYTES))
+            ok[lo:hi] = False
+        keep = np.flatnonzero(ok & ((wds[:, 0] != 0) | (wds[:, 1] != 0)))
+        ssids.append(first + keep.astype(np.uint32))
+        addrs.append(np.uint64(addr) + keep.astype(np.uint64) * np.uint64(L.CD_BYTES))
+        words.append(np.array(wds[keep]))
+    if ssids:
+        ct.ssids = np.concatenate(ssids).astype(np.uint32)
+        ct.addrs = np.concatenate(addrs).astype(np.uint64)
+        ct.words = np.concatenate(words)
+    return ct
