@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SCENARIOS
-from smmu_forensics.dumps.sniff import open_dump
 from smmu_forensics.analysis import analyze
+from smmu_forensics.dumps.sniff import open_dump
 from smmu_forensics.report import model
 from smmu_forensics.rules.versions import RULE_IDS, VERSIONS
 from smmu_forensics.smmu.registers import load_register_file

@@ -6,11 +6,13 @@ returns the bytes it has plus a list of :class:`Hole` objects saying what is mis
 
 Example::
 
-    >>> mem = open_dump("vmcore")                       # doctest: +SKIP
-    >>> mem.read(0x431be000, 16).hex()                  # doctest: +SKIP
+    >>> from smmu_forensics.dumps.sniff import open_dump
+    >>> mem = open_dump("fixtures/qemu-panic-carved.elf")
+    >>> mem.read(0x431be000, 16).hex()
     '0900c67a000000000940c67a00000000'
-    >>> mem.page_state(0x0)                             # doctest: +SKIP
+    >>> mem.page_state(0x0)
     <PageState.ABSENT: 'absent'>
+    >>> mem.close()
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ needs no conversion step.
 
 from __future__ import annotations
 
-import struct
 import time
 from array import array
 from collections.abc import Callable
@@ -20,9 +19,9 @@ from collections.abc import Callable
 import numpy as np
 
 from smmu_forensics.dumps.source import ByteSource, FileSource
+from smmu_forensics.dumps.structs import FLAT_SIGNATURE, FlatHeader, FlatRecord, compiled
 from smmu_forensics.errors import DumpError
 
-FLAT_SIGNATURE = b"makedumpfile"  # makedumpfile.h MAKEDUMPFILE_SIGNATURE
 FLAT_HEADER_SIZE = 4096  # makedumpfile.h MAX_SIZE_MDF_HEADER
 FLAT_TYPE_KDUMP = 1  # TYPE_FLAT_HEADER
 FLAT_VERSION = 1  # VERSION_FLAT_HEADER
@@ -45,7 +44,8 @@ class FlatSource(ByteSource):
         head = src.pread_exact(0, 32, "flattened header")
         if not is_flattened(head):
             raise DumpError(src.name, "not a makedumpfile flattened file")
-        ftype, version = struct.unpack_from(">qq", head, 16)
+        h = FlatHeader.parse(head)
+        ftype, version = h.type, h.version
         if ftype != FLAT_TYPE_KDUMP or version != FLAT_VERSION:
             raise DumpError(src.name, f"flattened header type {ftype} version {version}, expected 1 and 1")
         self.truncated = False
@@ -56,7 +56,7 @@ class FlatSource(ByteSource):
         pos = FLAT_HEADER_SIZE
         total = src.size
         mm = src.view(0, total) if total else None
-        unpack = struct.Struct(">qq").unpack_from
+        unpack = compiled(FlatRecord).unpack_from
         last_tick = time.monotonic()
         while True:
             if pos + 16 > total:

@@ -17,12 +17,10 @@ PFN n is number ``popcount(bitmap2[start_pfn .. n))``.  ``pd.offset == 0`` means
 
 from __future__ import annotations
 
-import struct
 from array import array
 from dataclasses import dataclass
 
 import numpy as np
-from construct import Bytes, Int32sl, Int32ul, Int64sl, Int64ul, Padding, Struct
 
 from smmu_forensics.dumps.base import (
     VMCOREINFO_HIGHLIGHTS,
@@ -43,50 +41,10 @@ from smmu_forensics.dumps.codecs import (
     fast_decoders,
 )
 from smmu_forensics.dumps.source import ByteSource
+from smmu_forensics.dumps.structs import KDUMP_SIGNATURES, DiskDumpHeader64, KdumpSubHeader64, PageDesc, compiled, dtype
 from smmu_forensics.errors import CorruptPage, DumpError
 
-KDUMP_SIGNATURES = (b"KDUMP   ", b"DISKDUMP")  # diskdump_mod.h KDUMP_SIGNATURE, DISK_DUMP_SIGNATURE
-
-# -- header schemas (diskdump_mod.h; offsets recomputed in ../shared/reference/dump-formats.md b.2)
-DiskDumpHeader64 = Struct(
-    "signature" / Bytes(8),
-    "header_version" / Int32sl,
-    "utsname" / Bytes(6 * 65),
-    Padding(6),
-    "tv_sec" / Int64sl,
-    "tv_usec" / Int64sl,
-    "status" / Int32ul,
-    "block_size" / Int32sl,
-    "sub_hdr_size" / Int32sl,
-    "bitmap_blocks" / Int32ul,
-    "max_mapnr" / Int32ul,
-    "total_ram_blocks" / Int32ul,
-    "device_blocks" / Int32ul,
-    "written_blocks" / Int32ul,
-    "current_cpu" / Int32ul,
-    "nr_cpus" / Int32sl,
-)
-assert DiskDumpHeader64.sizeof() == 464
-
-KdumpSubHeader64 = Struct(
-    "phys_base" / Int64ul,
-    "dump_level" / Int32sl,
-    "split" / Int32sl,
-    "start_pfn" / Int64ul,
-    "end_pfn" / Int64ul,
-    "offset_vmcoreinfo" / Int64ul,
-    "size_vmcoreinfo" / Int64ul,
-    "offset_note" / Int64ul,
-    "size_note" / Int64ul,
-    "offset_eraseinfo" / Int64ul,
-    "size_eraseinfo" / Int64ul,
-    "start_pfn_64" / Int64ul,
-    "end_pfn_64" / Int64ul,
-    "max_mapnr_64" / Int64ul,
-)
-assert KdumpSubHeader64.sizeof() == 104
-
-PAGE_DESC = struct.Struct("<QIIQ")  # offset, size, flags, page_flags (diskdump_mod.h page_desc_t)
+PAGE_DESC = compiled(PageDesc)  # offset, size, flags, page_flags: the hot path's view of PageDesc
 PD_SIZE = PAGE_DESC.size  # 24
 _unpack_pd = PAGE_DESC.unpack_from
 
@@ -494,14 +452,14 @@ class KdumpMemory(PhysicalMemory):
                 zero = lost = None
                 continue
             z = p.zero_offset()
-            dt = np.dtype([("o", "<u8"), ("s", "<u4"), ("f", "<u4"), ("pf", "<u8")])
+            dt = dtype(PageDesc)
             for d0 in range(0, n, DESC_SCAN_CHUNK):
                 k = min(DESC_SCAN_CHUNK, n - d0)
                 raw = p.src.pread(p.pd_base + d0 * PD_SIZE, k * PD_SIZE)
                 nfull = len(raw) // PD_SIZE
                 desc = np.frombuffer(raw[: nfull * PD_SIZE], dtype=dt)
-                zero += int(np.count_nonzero(desc["o"] == z)) if z is not None else 0
-                bad = (desc["o"] == 0) | (desc["o"] + desc["s"].astype(np.uint64) > np.uint64(p.src.size))
+                zero += int(np.count_nonzero(desc["offset"] == z)) if z is not None else 0
+                bad = (desc["offset"] == 0) | (desc["offset"] + desc["size"].astype(np.uint64) > np.uint64(p.src.size))
                 lost += int(np.count_nonzero(bad)) + (k - nfull)
         counts["zero"] = zero
         counts["lost"] = lost

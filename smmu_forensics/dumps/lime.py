@@ -8,21 +8,19 @@ u8 reserved[8].  ``padded`` mode has no headers (file offset = physical address)
 
 from __future__ import annotations
 
-import struct
-
 from smmu_forensics.dumps.base import DumpInfo
 from smmu_forensics.dumps.segments import Segment, SegmentMemory
 from smmu_forensics.dumps.source import ByteSource
+from smmu_forensics.dumps.structs import LIME_MAGIC, LimeHeader, compiled
 from smmu_forensics.errors import DumpError
 
-LIME_MAGIC = 0x4C694D45  # lime.h LIME_MAGIC
 LIME_VERSION = 1
-LIME_HEADER = struct.Struct("<IIQQ8s")
+LIME_HEADER = compiled(LimeHeader)
 MAX_RANGES = 1 << 16
 
 
 def is_lime(head: bytes) -> bool:
-    return len(head) >= 8 and struct.unpack_from("<II", head) == (LIME_MAGIC, LIME_VERSION)
+    return len(head) >= LIME_HEADER.size and LIME_HEADER.unpack_from(head)[:2] == (LIME_MAGIC, LIME_VERSION)
 
 
 class LimeMemory(SegmentMemory):

@@ -9,9 +9,9 @@
 
 Example::
 
-    >>> with open_dump("mdf-c-d31.kdump") as mem:           # doctest: +SKIP
+    >>> with open_dump("fixtures/qemu-panic-carved.elf") as mem:
     ...     mem.format_name, mem.page_size
-    ('kdump', 4096)
+    ('elf64', 4096)
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ def _smmu(s: dict[str, Any]) -> list[str]:
     for name, v in s["verdicts"].items():
         if v["decision"] == "reset" and v["detail"]:
             o.append(f"\n{md(name)}: {md(v['detail'])}")
+        if not v.get("rule_certain", True):
+            o.append(f"\n{md(name)}: the decision is certain, the rule is not: {md('; '.join(v['unknown']))}")
         if v["kernel_log"] and v["decision"] != "adopt":
             o += ["", f"{md(name)}, what the kdump kernel prints:", "", "```"] + [line.replace("`", "'") for line in v["kernel_log"]] + ["```"]
         for n in v["notes"]:

@@ -84,6 +84,10 @@ def _fields_columns(lay: L.Layout, words: np.ndarray) -> list[dict[str, Any]]:
     return rows
 
 
+def _by_name(parsed: dict[str, int]) -> Callable[[L.Field], int]:
+    return lambda f: parsed[f.name]
+
+
 def decode_registers(regs: Registers) -> dict[str, dict[str, Any]]:
     """Every named field of every register given (reserved bits only when set)."""
     out: dict[str, dict[str, Any]] = {}
@@ -91,15 +95,13 @@ def decode_registers(regs: Registers) -> dict[str, dict[str, Any]]:
         val = regs.get(name)
         if val is None:
             continue
-        d = schemas.parse_word(lay, val)
-        out[name] = {"raw": hx(val), "fields": _fields(lay, lambda f, d=d: d[f.name], True, big_hex=False)}
+        out[name] = {"raw": hx(val), "fields": _fields(lay, _by_name(schemas.parse_word(lay, val)), True, big_hex=False)}
     return out
 
 
 def decode_struct(lay: L.Layout, words: list[int], all_fields: bool = False) -> dict[str, Any]:
     """One structure through the Construct schema."""
-    d = schemas.parse(lay, b"".join(int(w).to_bytes(8, "little") for w in words))
-    return _fields(lay, lambda f: d[f.name], all_fields)
+    return _fields(lay, _by_name(schemas.parse(lay, b"".join(int(w).to_bytes(8, "little") for w in words))), all_fields)
 
 
 def ste_entries(t: StreamTable, rows: np.ndarray) -> list[dict[str, Any]]:

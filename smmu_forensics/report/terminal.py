@@ -71,18 +71,26 @@ def _registers(s: dict[str, Any], c: Console) -> None:
 
 def _smmu(s: dict[str, Any], c: Console) -> None:
     c.rule(T(f"SMMU {s['name']}", "bold"))
-    regs = s["registers"]
-    origin = regs.get("origin")
+    origin = s["registers"].get("origin")
     feats = s["features"]
     c.print(T(f"registers from {origin or 'command line'}; coherent={feats['coherent']} ({feats['coherent_basis']})", "dim"))
     _registers(s, c)
+    _verdicts(s, c)
+    t = s["table"]
+    if not t.get("format"):
+        c.print(T(f"table: not walked ({t.get('why')})", "yellow"))
+    else:
+        _table(s, t, c)
+    if "sid_detail" in s:
+        _sid(s["sid_detail"], c)
+    _dma(s, c)
+    _findings(s, c)
 
+
+def _verdicts(s: dict[str, Any], c: Console) -> None:
     vt = Table(title="Would a kdump kernel adopt this stream table?", title_justify="left", expand=False)
-    vt.add_column("ruleset")
-    vt.add_column("decision")
-    vt.add_column("rule")
-    vt.add_column("errno")
-    vt.add_column("kernel message / why")
+    for col in ("ruleset", "decision", "rule", "errno", "kernel message / why"):
+        vt.add_column(col)
     for name, v in s["verdicts"].items():
         label, style = DECISION_STYLE[v["decision"]]
         why = v["message"] or v["detail"] or ""
@@ -91,6 +99,8 @@ def _smmu(s: dict[str, Any], c: Console) -> None:
         elif v["decision"] == "adopt":
             why = v["kernel_log"][0].split(": ", 1)[-1] if v["kernel_log"] else ""
         extra = f"\n{v['detail']}" if v["decision"] == "reset" and v["detail"] and v["message"] else ""
+        if not v.get("rule_certain", True):
+            extra += "\nrule uncertain (the decision is not): " + "; ".join(v["unknown"])
         notes = "".join(f"\nnote: {n}" for n in v["notes"])
         vt.add_row(T(name), T(label, style), T(v["rule"] or "-"), T(v["errno_name"] and f"-{v['errno_name']}" or "-"),
                    T(f"{why}{extra}{notes}"))
@@ -104,71 +114,78 @@ def _smmu(s: dict[str, Any], c: Console) -> None:
         for line in lines:
             c.print(T(f"  {line}", "dim"))
 
-    t = s["table"]
-    if not t.get("format"):
-        c.print(T(f"table: not walked ({t.get('why')})", "yellow"))
+
+def _table(s: dict[str, Any], t: dict[str, Any], c: Console) -> None:
+    geo = f"table: {t['format']}  base {t['base']}{'  RA' if t['ra'] else ''}  LOG2SIZE {t['log2size']}  SPLIT {t['split']}"
+    if t["format"] == "2lvl":
+        geo += f"  {t['n_l1']} L1 descriptors ({t['l1_bytes']} bytes)"
     else:
-        geo = f"table: {t['format']}  base {t['base']}{'  RA' if t['ra'] else ''}  LOG2SIZE {t['log2size']}  SPLIT {t['split']}"
-        if t["format"] == "2lvl":
-            geo += f"  {t['n_l1']} L1 descriptors ({t['l1_bytes']} bytes)"
-        else:
-            geo += f"  {t['n_ste']} STEs"
-        c.print(T(geo, "bold"))
-        for why in t["truncated"]:
-            c.print(T(f"partial: {why}", "yellow"))
-        if t["l1"]:
-            lt = Table(title="L1 descriptors (non-zero)", title_justify="left")
-            for col in ("index", "raw", "span", "L2Ptr", "SIDs", "status", "L2 in dump", *s["verdicts"].keys()):
-                lt.add_column(col)
-            res = {name: {r["index"]: r for r in v["l1"]} for name, v in s["verdicts"].items()}
-            for e in t["l1"][:256]:
-                first = int(e["first_sid"], 16)
-                cells = [T(e["index"]), T(e["raw"] or "?"), T(e["span"] if e["span"] is not None else "?"), T(e["l2ptr"] or "?"),
-                         T(f"{first:#x}-{first + max(e['n_stes'], 1) - 1:#x}" if e["n_stes"] else "-"),
-                         T(e["status"] + (f" (alias of L1[{e['alias_of']}])" if e["alias_of"] is not None else "")), T(e["l2_in_dump"])]
-                for name in s["verdicts"]:
-                    r = res[name].get(e["index"])
-                    cells.append(T(r["result"] + (f" {r['rule']}" if r["rule"] else ""), L1_STYLE.get(r["result"], "")) if r else T("-"))
-                lt.add_row(*cells)
-            if len(t["l1"]) > 256:
-                lt.add_row(T(f"... {len(t['l1']) - 256} more"), *[T("")] * (len(lt.columns) - 1))
-            c.print(lt)
-        sm = t["ste_summary"]
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(sm["by_config"].items()))
-        c.print(T(f"STEs: {sm['walked']} walked, {sm['in_dump']} in the dump, {sm['valid']} valid ({counts or 'none'}); "
-                  f"listing {sm['listed']} ({sm['listing']})"))
-        if t["stes"]:
-            st = Table(title="STEs", title_justify="left")
-            for col in ("SID", "address", "V", "config", "key fields"):
-                st.add_column(col)
-            for e in t["stes"][:512]:
-                f = e.get("fields", {})
-                keys = " ".join(f"{k}={v['value']}" for k, v in f.items() if k not in ("V", "CONFIG"))
-                st.add_row(T(e["sid_hex"]), T(e["addr"]), T("?" if e["valid"] is None else int(e["valid"])),
-                           T(e["config"] or "not in dump", "red" if e["config"] in ("bypass", "reserved") else ""), T(keys[:110]))
-            if len(t["stes"]) > 512:
-                st.add_row(T(f"... {len(t['stes']) - 512} more (use --format json)"), T(""), T(""), T(""), T(""))
-            c.print(st)
-    if "sid_detail" in s:
-        _sid(s["sid_detail"], c)
-    if s["dma"]:
-        dt = Table(title="What in-flight DMA can reach (translating contexts and their page tables)", title_justify="left")
-        for col in ("stage", "SIDs", "CD", "ASID/VMID", "table root", "tables", "mappings", "bytes", "writable", "problems"):
-            dt.add_column(col)
-        for r in s["dma"][:64]:
-            tag = f"ASID {r['asid']}" if r["kind"] == "s1" else f"VMID {r['vmid']}"
-            dt.add_row(T(r["kind"]), T(", ".join(r["sids"][:6]) + ("..." if r["n_sids"] > 6 else "")), T(r["cd"] or "-"), T(tag), T(r["ttb0"]),
-                       T(r["n_tables"]), T(r["n_leaves"]), T(r["mapped_bytes"]), T(r["writable_leaves"]), T(len(r["problems"])))
-        c.print(dt)
-    if s["findings"]:
-        ft = Table(title="Findings (beyond the kernel's checks)", title_justify="left")
-        for col in ("severity", "id", "where", "message"):
-            ft.add_column(col)
-        for f in s["findings"]:
-            ft.add_row(T(f["severity"], SEV_STYLE.get(f["severity"], "")), T(f["id"]), T(f["where"]), T(f["message"]))
-        c.print(ft)
-    else:
+        geo += f"  {t['n_ste']} STEs"
+    c.print(T(geo, "bold"))
+    for why in t["truncated"]:
+        c.print(T(f"partial: {why}", "yellow"))
+    if t["l1"]:
+        _l1(s, t, c)
+    sm = t["ste_summary"]
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(sm["by_config"].items()))
+    c.print(T(f"STEs: {sm['walked']} walked, {sm['in_dump']} in the dump, {sm['valid']} valid ({counts or 'none'}); "
+              f"listing {sm['listed']} ({sm['listing']})"))
+    if t["stes"]:
+        st = Table(title="STEs", title_justify="left")
+        for col in ("SID", "address", "V", "config", "key fields"):
+            st.add_column(col)
+        for e in t["stes"][:512]:
+            f = e.get("fields", {})
+            keys = " ".join(f"{k}={v['value']}" for k, v in f.items() if k not in ("V", "CONFIG"))
+            st.add_row(T(e["sid_hex"]), T(e["addr"]), T("?" if e["valid"] is None else int(e["valid"])),
+                       T(e["config"] or "not in dump", "red" if e["config"] in ("bypass", "reserved") else ""), T(keys[:110]))
+        if len(t["stes"]) > 512:
+            st.add_row(T(f"... {len(t['stes']) - 512} more (use --format json)"), T(""), T(""), T(""), T(""))
+        c.print(st)
+
+
+def _l1(s: dict[str, Any], t: dict[str, Any], c: Console) -> None:
+    lt = Table(title="L1 descriptors (non-zero)", title_justify="left")
+    for col in ("index", "raw", "span", "L2Ptr", "SIDs", "status", "L2 in dump", *s["verdicts"].keys()):
+        lt.add_column(col)
+    res = {name: {r["index"]: r for r in v["l1"]} for name, v in s["verdicts"].items()}
+    for e in t["l1"][:256]:
+        first = int(e["first_sid"], 16)
+        cells = [T(e["index"]), T(e["raw"] or "?"), T(e["span"] if e["span"] is not None else "?"), T(e["l2ptr"] or "?"),
+                 T(f"{first:#x}-{first + max(e['n_stes'], 1) - 1:#x}" if e["n_stes"] else "-"),
+                 T(e["status"] + (f" (alias of L1[{e['alias_of']}])" if e["alias_of"] is not None else "")), T(e["l2_in_dump"])]
+        for name in s["verdicts"]:
+            r = res[name].get(e["index"])
+            cells.append(T(r["result"] + (f" {r['rule']}" if r["rule"] else ""), L1_STYLE.get(r["result"], "")) if r else T("-"))
+        lt.add_row(*cells)
+    if len(t["l1"]) > 256:
+        lt.add_row(T(f"... {len(t['l1']) - 256} more"), *[T("")] * (len(lt.columns) - 1))
+    c.print(lt)
+
+
+def _dma(s: dict[str, Any], c: Console) -> None:
+    if not s["dma"]:
+        return
+    dt = Table(title="What in-flight DMA can reach (translating contexts and their page tables)", title_justify="left")
+    for col in ("stage", "SIDs", "CD", "ASID/VMID", "table root", "tables", "mappings", "bytes", "writable", "problems"):
+        dt.add_column(col)
+    for r in s["dma"][:64]:
+        tag = f"ASID {r['asid']}" if r["kind"] == "s1" else f"VMID {r['vmid']}"
+        dt.add_row(T(r["kind"]), T(", ".join(r["sids"][:6]) + ("..." if r["n_sids"] > 6 else "")), T(r["cd"] or "-"), T(tag), T(r["ttb0"]),
+                   T(r["n_tables"]), T(r["n_leaves"]), T(r["mapped_bytes"]), T(r["writable_leaves"]), T(len(r["problems"])))
+    c.print(dt)
+
+
+def _findings(s: dict[str, Any], c: Console) -> None:
+    if not s["findings"]:
         c.print(T("findings: none", "green"))
+        return
+    ft = Table(title="Findings (beyond the kernel's checks)", title_justify="left")
+    for col in ("severity", "id", "where", "message"):
+        ft.add_column(col)
+    for f in s["findings"]:
+        ft.add_row(T(f["severity"], SEV_STYLE.get(f["severity"], "")), T(f["id"]), T(f["where"]), T(f["message"]))
+    c.print(ft)
 
 
 def _sid(d: dict[str, Any], c: Console) -> None:

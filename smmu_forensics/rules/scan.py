@@ -46,11 +46,37 @@ def _rows(ctx: Ctx) -> tuple[np.ndarray, str | None]:
     return rows, missing
 
 
+_CD_V, _CD_ASID = L.CD.field("V"), L.CD.field("ASID")
+
+
+def _first_bad_asid(words: np.ndarray, asid_bits: int | None) -> tuple[int, int] | int | None:
+    """(index, ASID) of the first valid CD whose ASID is outside [1, 2^asid_bits); -1 when a CD is
+    valid but the ASID width is unknown; None when every valid CD is fine.  Small tables (most
+    have one CD) in plain ints, large ones vectorised."""
+    if len(words) <= 16:
+        w0 = words[:, _CD_V.word].tolist()
+        valid = [(w & _CD_V.mask) != 0 for w in w0]
+        asid = [(w & _CD_ASID.mask) >> _CD_ASID.lo for w in w0]
+    else:
+        valid = (vector.field(L.CD, words, "V") != 0).tolist()
+        asid = vector.field(L.CD, words, "ASID").tolist()
+    if not any(valid):
+        return None
+    if asid_bits is None:
+        return -1
+    top = 1 << asid_bits
+    for k, (v, a) in enumerate(zip(valid, asid)):
+        if v and not 0 < a < top:
+            return k, a
+    return None
+
+
 def _cd_table_error(ctx: Ctx, ct: CdTable, asid_bits: int | None) -> tuple[str | None, str, bool]:
     """(rule, detail, unknown) for one CD table, first error in the kernel's order."""
     first: tuple[int, int, str, str] | None = None  # (l1 index, sub-order, rule, detail)
     if ct.s1fmt == S1Fmt.L2_64K and ctx.rs.scan_checks_l1cd:
-        for i, raw, _status in ct.l1:
+        for e in ct.l1:
+            i, raw = e.index, e.raw
             if raw is None or not L.get(L.L1CD, raw, "V"):
                 continue
             l2 = L.linux_get(L.L1CD, raw, "L2PTR")
@@ -59,18 +85,15 @@ def _cd_table_error(ctx: Ctx, ct: CdTable, asid_bits: int | None) -> tuple[str |
             elif l2 % (L.CTXDESC_L2_ENTRIES * L.CD_BYTES):
                 first = min(first or (1 << 62, 0, "", ""), (i, 0, "SCAN-L1CD-ALIGN", f"L1CD[{i}] L2Ptr {l2:#x} not 64 KiB aligned"))
     if len(ct.words):
-        valid = vector.field(L.CD, ct.words, "V") != 0
-        asid = vector.field(L.CD, ct.words, "ASID").astype(np.int64)
-        if valid.any():
-            if asid_bits is None:
-                return None, "IDR0.ASID16 (ASID width) not given", True
-            bad = valid & ((asid == 0) | (asid >= (1 << asid_bits)))
-            if bad.any():
-                k = int(np.flatnonzero(bad)[0])
-                ssid = int(ct.ssids[k])
-                cand = (ssid // L.CTXDESC_L2_ENTRIES if ct.s1fmt else 0, 1, "SCAN-CD-ASID",
-                        f"CD (SSID {ssid}) at {int(ct.addrs[k]):#x}: ASID {int(asid[k])} (valid range 1..{(1 << asid_bits) - 1})")
-                first = min(first, cand) if first else cand
+        hit = _first_bad_asid(ct.words, asid_bits)
+        if hit == -1:
+            return None, "IDR0.ASID16 (ASID width) not given", True
+        if isinstance(hit, tuple):
+            k, asid_k = hit
+            ssid = int(ct.ssids[k])
+            cand = (ssid // L.CTXDESC_L2_ENTRIES if ct.s1fmt else 0, 1, "SCAN-CD-ASID",
+                    f"CD (SSID {ssid}) at {int(ct.addrs[k]):#x}: ASID {asid_k} (valid range 1..{(1 << (asid_bits or 0)) - 1})")
+            first = min(first, cand) if first else cand
     if first is not None:
         return first[2], first[3], False
     if ct.holes or ct.truncated:

@@ -20,59 +20,12 @@ only if the version adds a new kind of check).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 from smmu_forensics.rules import geometry, l1, probe, scan
-from smmu_forensics.rules.base import Check, Decision, Errno, Level
+from smmu_forensics.rules.base import Decision, Errno, Level, Rule, Ruleset
 
 __all__ = ["Rule", "Ruleset", "VERSIONS", "DEFAULT", "RULE_IDS", "V6", "V7", "LATEST"]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What the kernel does when one rule fails."""
-
-    decision: Decision
-    message: str | None  # %-format of the kernel's printf string, dev_fmt prefix included; None: silent
-    errno: Errno | None = Errno.EINVAL
-    level: Level | None = Level.DEV_ERR
-
-    def text(self, *args: Any) -> str | None:
-        if self.message is None:
-            return None
-        return self.message % args if args else self.message
-
-
-@dataclass(frozen=True)
-class Ruleset:
-    """One version of the adopt series, as data."""
-
-    name: str
-    title: str
-    checks: tuple[Check, ...]  # in the kernel's order
-    rules: dict[str, Rule]  # every rule ID the checks can fail with
-    adopt_message: str
-    adopt_level: Level  # dev_info (v6) or dev_dbg (v7 on): invisible in dmesg by default
-    fallback_message: str
-    # Behaviours that differ between versions, named for what they do:
-    l1_count_before_shift: bool  # 2LVL-L1-MAX compares log2size - split with 17 before computing 1 << n
-    l1_base_aligned: bool  # 2LVL-L1-ALIGN: the L1 table base must be aligned to its size
-    l1_null_l2ptr_rejects: bool  # a span with L2Ptr 0 rejects (else the descriptor is skipped as unused)
-    l1_l2ptr_aligned: bool  # L1-L2PTR-ALIGN: L2Ptr must be 16 KiB aligned
-    linear_cap_within_sidsize: bool  # linear cap is min(SIDSIZE, 25) (else 25 whenever 2-level HW)
-    linear_base_aligned: bool  # LIN-ALIGN: the linear table base must be aligned to its size
-    scan_checks_cd2l: bool
-    scan_checks_cdtab_align: bool
-    scan_checks_l1cd: bool
-    source: str
-
-    def rule(self, rule_id: str) -> Rule:
-        return self.rules[rule_id]
-
-    @property
-    def rule_ids(self) -> list[str]:
-        return list(self.rules)
 
 
 def _reset(msg: str | None, level: Level = Level.DEV_ERR) -> Rule:

@@ -9,12 +9,12 @@ Only non-zero CDs are kept; memory the dump lacks is recorded as holes.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
-from smmu_forensics.dumps.base import Hole, PhysicalMemory
+from smmu_forensics.dumps.base import Hole, PartialRead, PhysicalMemory
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import vector
 from smmu_forensics.smmu.fields import S1Fmt, SteConfig, get, linux_get
@@ -42,7 +42,8 @@ def cd_table_bytes(s1fmt: int, s1cdmax: int) -> int:
 
 
 
-class L1Cd(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class L1Cd:
     """One L1 context descriptor read: its index, raw value (None: not in the dump) and status."""
 
     index: int
@@ -87,6 +88,10 @@ def read_cd_tables(mem: PhysicalMemory, words: np.ndarray, valid: np.ndarray, cf
     )
     budget = [MAX_WALK_CDS]
     uniq = np.unique(keys, axis=0).tolist()
+    linear = [(p, cd_table_bytes(f, m)) for p, f, m, c in uniq[:MAX_CD_TABLES]
+              if p and c == SteConfig.S1 and f in (S1Fmt.LINEAR, S1Fmt.RESERVED)]
+    reader = _SpanReader(mem, linear)
+    batch = reader.linear_tables(linear) if sum(n for _, n in linear) // L.CD_BYTES <= budget[0] else {}
     if len(uniq) > MAX_CD_TABLES:
         truncated.append(f"{len(uniq)} distinct CD tables; read the first {MAX_CD_TABLES}")
     for n_read, (ptr, fmt, cdmax, c) in enumerate(uniq):
@@ -99,11 +104,83 @@ def read_cd_tables(mem: PhysicalMemory, words: np.ndarray, valid: np.ndarray, cf
         if c == SteConfig.NESTED:
             tables[key] = CdTable(*key, not_read="nested STE: S1ContextPtr is an IPA (stage-2 input)")
             continue
-        tables[key] = _read_cd_table(mem, key, budget)
+        pre = batch.get((key[0], cd_table_bytes(key[1], key[2]))) if key[1] in (S1Fmt.LINEAR, S1Fmt.RESERVED) else None
+        if pre is not None:
+            budget[0] -= 1 << key[2]
+            tables[key] = CdTable(*key, ssids=pre[0], addrs=pre[1], words=pre[2])
+        else:
+            tables[key] = _read_cd_table(reader, key, budget)
     return tables
 
 
-def _read_cd_table(mem: PhysicalMemory, key: tuple[int, int, int], budget: list[int]) -> CdTable:
+class _SpanReader:
+    """Reads many small tables with few calls: nearby tables are read as one merged span.
+
+    ``read_partial`` on a span it pre-read slices it (holes clipped to the request); anything else
+    goes to the memory layer.  Thousands of one-CD tables (a table per device) cost a few reads.
+    """
+
+    GAP = 4096  # tables closer than this share a read
+    MAX_SPAN = 1 << 22  # bytes per merged read
+    MAX_TABLE = 1 << 16  # larger tables are read on their own
+
+    def __init__(self, mem: PhysicalMemory, tables: list[tuple[int, int]]) -> None:
+        self.mem = mem
+        self.starts: list[int] = []
+        self.reads: list[PartialRead] = []
+        spans: list[list[int]] = []
+        for a, n in sorted(t for t in tables if t[1] <= self.MAX_TABLE):
+            if spans and a <= spans[-1][1] + self.GAP and max(spans[-1][1], a + n) - spans[-1][0] <= self.MAX_SPAN:
+                spans[-1][1] = max(spans[-1][1], a + n)
+            else:
+                spans.append([a, a + n])
+        for a, b in spans:
+            self.starts.append(a)
+            self.reads.append(mem.read_partial(a, b - a))
+
+    def linear_tables(self, tables: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(ssids, addrs, words) of the non-zero CDs of every linear table wholly in a pre-read span
+        with no hole, decoded in one vectorised pass: {(ptr, bytes): ...}."""
+        keys: list[tuple[int, int]] = []
+        blobs: list[bytes] = []
+        for a, n in dict.fromkeys(tables):
+            i = bisect.bisect_right(self.starts, a) - 1
+            if i < 0 or n > self.MAX_TABLE:
+                continue
+            r = self.reads[i]
+            off = a - r.addr
+            if off + n > len(r.data) or any(h.start < a + n and h.end > a for h in r.holes):
+                continue
+            keys.append((a, n))
+            blobs.append(r.data[off : off + n])
+        if not keys:
+            return {}
+        counts = np.array([n // L.CD_BYTES for _, n in keys], dtype=np.int64)
+        words = np.frombuffer(b"".join(blobs), dtype="<u8").reshape(-1, L.CD.words)
+        table = np.repeat(np.arange(len(keys)), counts)
+        first = np.cumsum(counts) - counts
+        ssid = np.arange(len(words), dtype=np.int64) - np.repeat(first, counts)
+        keep = np.flatnonzero((words[:, 0] != 0) | (words[:, 1] != 0))
+        bounds = np.searchsorted(table[keep], np.arange(len(keys) + 1))
+        ptrs = np.array([a for a, _ in keys], dtype=np.uint64)
+        addrs = np.repeat(ptrs, counts)[keep] + ssid[keep].astype(np.uint64) * np.uint64(L.CD_BYTES)
+        ssids, kept = ssid[keep].astype(np.uint32), np.array(words[keep])
+        return {k: (ssids[bounds[j] : bounds[j + 1]], addrs[bounds[j] : bounds[j + 1]], kept[bounds[j] : bounds[j + 1]])
+                for j, k in enumerate(keys)}
+
+    def read_partial(self, addr: int, size: int) -> PartialRead:
+        i = bisect.bisect_right(self.starts, addr) - 1
+        if i >= 0:
+            r = self.reads[i]
+            off = addr - r.addr
+            if off + size <= len(r.data):
+                holes = [Hole(max(h.start, addr), min(h.end, addr + size), h.state, h.reason)
+                         for h in r.holes if h.start < addr + size and h.end > addr]
+                return PartialRead(addr, r.data[off : off + size], holes)
+        return self.mem.read_partial(addr, size)
+
+
+def _read_cd_table(mem: _SpanReader, key: tuple[int, int, int], budget: list[int]) -> CdTable:
     ptr, fmt, cdmax = key
     ct = CdTable(ptr, fmt, cdmax)
     if ptr == 0:

@@ -8,9 +8,11 @@ pg_shift - 3``, ``levels = DIV_ROUND_UP(ias - pg_shift, bits_per_level)``, start
 ``max_tables`` tables and ``max_leaves`` recorded leaves per walk; a table seen twice is a loop
 or a shared table and is not walked again.
 
-    >>> w = walk_stage1(mem, ttb=0x4820e000, t0sz=16, tg=0)   # doctest: +SKIP
-    >>> [(hex(l.iova), hex(l.pa)) for l in w.leaves][:1]
-    [('0xffffa000', '0x431cf000')]
+    >>> from smmu_forensics.dumps.sniff import open_dump
+    >>> with open_dump("fixtures/qemu-panic-carved.elf") as mem:
+    ...     w = walk_stage1(mem, ttb=0x4820e000, t0sz=16, tg=0)
+    >>> [(hex(leaf.iova), hex(leaf.pa)) for leaf in w.leaves][:1], w.n_leaves
+    ([('0xffffa000', '0x431cf000')], 5)
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import numpy as np
 
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.smmu import fields as L
+from smmu_forensics.smmu import vector
 from smmu_forensics.smmu.fields import SteConfig, get, linux_get
 from smmu_forensics.smmu.pgtable import Budget, PgWalk, walk_stage1, walk_stage2
 from smmu_forensics.smmu.table import StreamTable
@@ -47,20 +48,27 @@ class Reach:
     """Every walk of one SMMU, and how many CD tables there were to look at."""
 
     contexts: list[DmaReach] = field(default_factory=list)
-    n_cd_tables: int = 0
+    #: SIDs of the valid stage-1 STEs by CD table key (ptr, S1Fmt, S1CDMax), in order of first use
+    by_cd_table: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)
 
 
 def s1_contexts(t: StreamTable) -> dict[tuple[int, int, int], list[int]]:
     """The SIDs of the valid stage-1 STEs, grouped by their CD table key (ptr, S1Fmt, S1CDMax)."""
-    by_table: dict[tuple[int, int, int], list[int]] = {}
     if len(t.words) == 0:
-        return by_table
+        return {}
     s1 = np.flatnonzero(t.valid() & (t.configs() == SteConfig.S1))
-    for k in s1.tolist():
-        w = [int(t.words[k, 0])]
-        key = (linux_get(L.STE, w, "S1CONTEXTPTR"), get(L.STE, w, "S1FMT"), get(L.STE, w, "S1CDMAX"))
-        by_table.setdefault(key, []).append(int(t.sids[k]))
-    return by_table
+    if not len(s1):
+        return {}
+    w = t.words[s1]
+    keys = np.stack([w[:, 0] & np.uint64(L.STE.field("S1CONTEXTPTR").linux_mask),
+                     vector.field(L.STE, w, "S1FMT"), vector.field(L.STE, w, "S1CDMAX")], axis=1)
+    uniq, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    order = np.argsort(inv, kind="stable")  # rows grouped by table, in SID order within a group
+    bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
+    sids = t.sids[s1][order].tolist()
+    rows = uniq.tolist()
+    return {(rows[g][0], rows[g][1], rows[g][2]): sids[bounds[g] : bounds[g + 1]] for g in np.argsort(first).tolist()}
 
 
 def walk_reach(mem: PhysicalMemory, t: StreamTable) -> Reach:
@@ -70,8 +78,7 @@ def walk_reach(mem: PhysicalMemory, t: StreamTable) -> Reach:
         return out
     budget = Budget()
     walked: dict[tuple[int, int, int], PgWalk] = {}
-    by_table = s1_contexts(t)
-    out.n_cd_tables = len(by_table)
+    by_table = out.by_cd_table = s1_contexts(t)
     for key, sids in list(by_table.items())[:MAX_CD_TABLES_CHECKED]:
         ct = t.cd_tables.get(key)
         if ct is None or ct.not_read:

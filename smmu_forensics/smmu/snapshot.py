@@ -8,7 +8,7 @@ The decode layer's single product; the rules judge it without reading memory aga
 >>> with open_dump("fixtures/qemu-panic-carved.elf") as mem:
 ...     snap = decode(mem, regs)
 >>> snap.table.geometry.format.value, len(snap.reach.contexts)
-('2lvl', 3)
+('2lvl', 2)
 """
 
 from __future__ import annotations

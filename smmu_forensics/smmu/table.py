@@ -114,7 +114,7 @@ def geometry(regs: Registers) -> Geometry | None:
     sid_bits = regs.sid_bits
     eff_log2 = min(log2size, sid_bits) if sid_bits is not None else log2size
     eff_split = split if split in L.STRTAB_LEGAL_SPLITS else L.STRTAB_LEGAL_SPLITS[0]
-    fmt_name = {StrtabFmt.LINEAR: TableFormat.LINEAR, StrtabFmt.TWO_LEVEL: TableFormat.TWO_LEVEL}.get(fmt, TableFormat.INVALID)
+    fmt_name = {int(StrtabFmt.LINEAR): TableFormat.LINEAR, int(StrtabFmt.TWO_LEVEL): TableFormat.TWO_LEVEL}.get(fmt, TableFormat.INVALID)
     if fmt == StrtabFmt.TWO_LEVEL:
         n_l1 = 1 << max(eff_log2 - eff_split, 0)
         n_ste = 0

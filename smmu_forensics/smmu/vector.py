@@ -4,6 +4,7 @@
 for the requested fields; a property test holds it equal to the Construct path.
 
     >>> import numpy as np
+    >>> from smmu_forensics.smmu import fields
     >>> w = np.array([[0x431cd00b, 0xd6, 0, 0, 0, 0, 0, 0]], dtype=np.uint64)
     >>> int(decode(fields.STE, w, ["CONFIG"])["CONFIG"][0])
     5

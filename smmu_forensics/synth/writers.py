@@ -13,27 +13,25 @@
 from __future__ import annotations
 
 import os
-import struct
 import tempfile
 import zlib
 from collections.abc import Callable
 
 from smmu_forensics.dumps import codecs as C
-from smmu_forensics.dumps.kdump import PAGE_DESC, DiskDumpHeader64, KdumpSubHeader64
+from smmu_forensics.dumps.flattened import FLAT_HEADER_SIZE
+from smmu_forensics.dumps.kdump import PAGE_DESC
+from smmu_forensics.dumps.structs import DiskDumpHeader64, FlatHeader, FlatRecord, KdumpSubHeader64, LimeHeader, elf_structs
 from smmu_forensics.synth.image import MemoryImage
 
 FORMATS = ("elf", "raw", "lime", "kdump-zlib", "kdump-lzo", "kdump-snappy", "kdump-zstd", "kdump-none",
            "flat-zlib", "flat-lzo", "flat-snappy", "flat-zstd", "flat-none", "flat-elf")
 
-EM_AARCH64 = 183  # elf.h
-ET_CORE = 4
-PT_LOAD, PT_NOTE = 1, 4
-
-
 def _note(name: bytes, ntype: int, desc: bytes) -> bytes:
+    from elftools.construct import Container
+
     n = name + b"\0"
     pad = lambda b: b + b"\0" * (-len(b) % 4)
-    return struct.pack("<III", len(n), len(desc), ntype) + pad(n) + pad(desc)
+    return elf_structs().Elf_Nhdr.build(Container(n_namesz=len(n), n_descsz=len(desc), n_type=ntype)) + pad(n) + pad(desc)
 
 
 #: the keys an arm64 kernel writes that readers such as drgn insist on (values are plausible, not real)
@@ -83,14 +81,22 @@ def write_elf(img: MemoryImage, path: str, with_vmcoreinfo: bool = True) -> None
     phoff = 64
     note_off = phoff + 56 * phnum
     data_off = -(-(note_off + len(notes)) // ps) * ps
+    from elftools.construct import Container as C
+
+    st = elf_structs()
+    phdr = lambda typ, flags, off, paddr, filesz, memsz, align: st.Elf_Phdr.build(C(  # noqa: E731
+        p_type=typ, p_flags=flags, p_offset=off, p_vaddr=paddr, p_paddr=paddr, p_filesz=filesz, p_memsz=memsz, p_align=align))
     with open(path, "wb") as f:
-        ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8  # ELFCLASS64, ELFDATA2LSB, EV_CURRENT
-        f.write(ident + struct.pack("<HHIQQQIHHHHHH", ET_CORE, EM_AARCH64, 1, 0, phoff, 0, 0, 64, 56, phnum, 64, 0, 0))
-        f.write(struct.pack("<IIQQQQQQ", PT_NOTE, 0, note_off, 0, 0, len(notes), len(notes), 0))
+        ident = C(EI_MAG=list(b"\x7fELF"), EI_CLASS="ELFCLASS64", EI_DATA="ELFDATA2LSB", EI_VERSION="EV_CURRENT",
+                  EI_OSABI="ELFOSABI_SYSV", EI_ABIVERSION=0)
+        f.write(st.Elf_Ehdr.build(C(e_ident=ident, e_type="ET_CORE", e_machine="EM_AARCH64", e_version="EV_CURRENT", e_entry=0,
+                                    e_phoff=phoff, e_shoff=0, e_flags=0, e_ehsize=st.Elf_Ehdr.sizeof(),
+                                    e_phentsize=st.Elf_Phdr.sizeof(), e_phnum=phnum, e_shentsize=64, e_shnum=0, e_shstrndx=0)))
+        f.write(phdr("PT_NOTE", 0, note_off, 0, len(notes), len(notes), 0))
         off = data_off
         places = []
         for paddr, memsz, filesz in segs:
-            f.write(struct.pack("<IIQQQQQQ", PT_LOAD, 7, off if filesz else 0, paddr, paddr, filesz, memsz, ps))
+            f.write(phdr("PT_LOAD", 7, off if filesz else 0, paddr, filesz, memsz, ps))
             places.append((paddr, filesz, off))
             off += filesz
         f.write(notes)
@@ -121,7 +127,7 @@ def write_lime(img: MemoryImage, path: str) -> None:
     ps = img.page_size
     with open(path, "wb") as f:
         for start, size in sorted(img.ram):
-            f.write(struct.pack("<IIQQ8s", 0x4C694D45, 1, start, start + size - 1, b"\0" * 8))
+            f.write(LimeHeader.build({"version": 1, "s_addr": start, "e_addr": start + size - 1, "reserved": bytes(8)}))
             base = f.tell()
             for pfn in range(start // ps, (start + size) // ps):
                 if pfn in img.pages:
@@ -219,22 +225,25 @@ def write_kdump(img: MemoryImage, path: str, codec: str = "zlib", dump_level: in
         f.write(descs)
 
 
+def _rec(offset: int, size: int) -> bytes:
+    return FlatRecord.build({"offset": offset, "buf_size": size})
+
+
 def flatten(src_path: str, dst_path: str, chunk: int = 1 << 16) -> None:
     """makedumpfile -F layout of an existing file: records out of order, header written last."""
     size = os.path.getsize(src_path)
     with open(src_path, "rb") as fin, open(dst_path, "wb") as f:
-        f.write(b"makedumpfile".ljust(16, b"\0") + struct.pack(">qq", 1, 1))
-        f.write(b"\0" * (4096 - 32))
+        f.write(FlatHeader.build({"type": 1, "version": 1}).ljust(FLAT_HEADER_SIZE, b"\0"))
         head = fin.read(min(chunk, size))
-        f.write(struct.pack(">qq", 0, len(head)) + b"\0" * len(head))  # placeholder header, overwritten below
+        f.write(_rec(0, len(head)) + b"\0" * len(head))  # placeholder header, overwritten below
         pos = len(head)
         while pos < size:
             buf = fin.read(min(chunk, size - pos))
             if any(buf) or pos + len(buf) >= size:
-                f.write(struct.pack(">qq", pos, len(buf)) + buf)
+                f.write(_rec(pos, len(buf)) + buf)
             pos += len(buf)
-        f.write(struct.pack(">qq", 0, len(head)) + head)
-        f.write(struct.pack(">qq", -1, -1))
+        f.write(_rec(0, len(head)) + head)
+        f.write(_rec(-1, -1))
 
 
 def write(img: MemoryImage, path: str, fmt: str, dump_level: int = 1) -> dict[str, object]:

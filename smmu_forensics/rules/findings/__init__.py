@@ -29,6 +29,6 @@ def find(snap: Snapshot) -> list[Finding]:
         geometry.check(snap.regs, t, out)
         l1.check(t, out)
         stes.check(snap.regs, t, out)
-        cds.check(t, out)
+        cds.check(t, snap.reach, out)
         dma.check(t, snap.reach, out)
     return out.close()

@@ -5,14 +5,14 @@ from __future__ import annotations
 from smmu_forensics.rules.findings.collect import Collector, Severity
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu.fields import get, linux_get
-from smmu_forensics.smmu.reach import MAX_CD_TABLES_CHECKED, MAX_CDS_PER_TABLE, s1_contexts
+from smmu_forensics.smmu.reach import MAX_CD_TABLES_CHECKED, MAX_CDS_PER_TABLE, Reach
 from smmu_forensics.smmu.table import StreamTable
 
 __all__ = ["check"]
 
 
-def check(t: StreamTable, out: Collector) -> None:
-    by_table = s1_contexts(t)
+def check(t: StreamTable, reach: Reach, out: Collector) -> None:
+    by_table = reach.by_cd_table
     if len(by_table) > MAX_CD_TABLES_CHECKED:
         out.add("WALK-TRUNCATED", Severity.WARNING, "CD tables", f"{len(by_table)} CD tables: only the first {MAX_CD_TABLES_CHECKED} checked")
     asids: dict[int, tuple[int, int]] = {}
