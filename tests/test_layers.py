@@ -80,3 +80,16 @@ def test_vectorised_fields_equal_the_construct_path():
     fast = model._fields_columns(L.STE, words)
     for k in range(len(words)):
         assert fast[k] == model.decode_struct(L.STE, [int(x) for x in words[k]])
+
+
+def test_all_lists_every_dma_mapping():
+    """--all lists every leaf the walk recorded (the carved capture: 319 mappings behind ASID 1)."""
+    from smmu_forensics.analysis import open_memory
+    from smmu_forensics.smmu.registers import load_register_file
+
+    with open_memory("fixtures/qemu-panic-carved.elf") as mem:
+        a = analyze(mem, load_register_file("fixtures/qemu-panic-carved.elf.smmu.json"), ["latest"])
+    short = {d["ttb0"]: d for d in model.build(a)["smmus"][0]["dma"]}
+    full = {d["ttb0"]: d for d in model.build(a, list_all=True)["smmus"][0]["dma"]}
+    assert full["0x482c9000"]["n_leaves"] == 319 and len(full["0x482c9000"]["leaves"]) == 319
+    assert len(short["0x482c9000"]["leaves"]) == model.MAX_DMA_LEAVES

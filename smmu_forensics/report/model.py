@@ -289,8 +289,11 @@ def sid_detail(t: StreamTable, sid: int) -> dict[str, Any]:
     return e
 
 
-def dma_model(reach: Reach) -> list[dict[str, Any]]:
+def dma_model(reach: Reach, list_all: bool = False) -> list[dict[str, Any]]:
+    """The translating contexts; ``leaves`` holds the first MAX_DMA_LEAVES mappings, or with
+    ``list_all`` every mapping the walk recorded (``n_leaves`` counts them all)."""
     out = []
+    n_leaves = None if list_all else MAX_DMA_LEAVES
     for r in reach.contexts:
         w = r.walk
         out.append({
@@ -309,7 +312,7 @@ def dma_model(reach: Reach) -> list[dict[str, Any]]:
             "mapped_bytes": w.mapped_bytes if w else 0,
             "writable_leaves": sum(1 for x in w.leaves if x.writable) if w else 0,
             "leaves": [{"iova": hx(x.iova), "pa": hx(x.pa), "size": x.size, "writable": x.writable}
-                       for x in (w.leaves[:MAX_DMA_LEAVES] if w else [])],
+                       for x in (w.leaves[:n_leaves] if w else [])],
             "problems": w.problems if w else [],
         })
     return out
@@ -335,7 +338,7 @@ def smmu_model(s: SmmuResult, list_all: bool = False, sid: int | None = None, wi
             "format": None, "why": "no STRTAB_BASE/STRTAB_BASE_CFG given" if with_memory else "no dump"},
         "verdicts": {name: verdict_model(name, v) for name, v in s.verdicts.items()},
         "findings": [{"id": f.id, "severity": f.severity.value, "where": f.where, "message": f.message} for f in s.findings],
-        "dma": dma_model(s.snapshot.reach),
+        "dma": dma_model(s.snapshot.reach, list_all),
     }
     if sid is not None and t is not None:
         m["sid_detail"] = sid_detail(t, sid)
