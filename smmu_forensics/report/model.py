@@ -115,9 +115,9 @@ def ste_entries(t: StreamTable, rows: np.ndarray) -> list[dict[str, Any]]:
     words = t.words[rows]
     raw = words.astype("<u8").tobytes().hex()
     sids, addrs, known = t.sids[rows].tolist(), t.addrs[rows].tolist(), t.known[rows].tolist()
-    v = vector.field(L.STE, words, "V").tolist()
-    cfgs = vector.field(L.STE, words, "CONFIG").tolist()
-    with_fields = np.flatnonzero(t.known[rows] & (vector.field(L.STE, words, "V") != 0) & (vector.field(L.STE, words, "CONFIG") != 0))
+    v_col, cfg_col = vector.field(L.STE, words, "V"), vector.field(L.STE, words, "CONFIG")
+    v, cfgs = v_col.tolist(), cfg_col.tolist()
+    with_fields = np.flatnonzero(t.known[rows] & (v_col != 0) & (cfg_col != 0))
     decoded = dict(zip(with_fields.tolist(), _fields_columns(L.STE, words[with_fields])))
     out = []
     for k in range(len(rows)):
