@@ -42,7 +42,7 @@ def _stream(x: Any, out: IO[str], depth: int) -> None:
         first = True
         for chunk in x.chunks():
             if chunk:
-                out.write(("" if first else ",") + ",".join(json.dumps(e, **_COMPACT) for e in chunk))
+                out.write(("" if first else ",") + json.dumps(chunk, **_COMPACT)[1:-1])
                 first = False
         out.write("]")
     elif depth < STREAM_DEPTH and isinstance(x, dict):

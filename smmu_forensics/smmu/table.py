@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -97,9 +98,19 @@ class StreamTable:
         return int(idx[0]) if len(idx) else None
 
     def configs(self) -> np.ndarray:
-        return vector.field(L.STE, self.words, "CONFIG")
+        """STE.Config of every walked STE (decoded once; treat as read-only)."""
+        return self._configs
 
     def valid(self) -> np.ndarray:
+        """STE.V of every walked STE that is in the dump (decoded once; treat as read-only)."""
+        return self._valid
+
+    @cached_property
+    def _configs(self) -> np.ndarray:
+        return vector.field(L.STE, self.words, "CONFIG")
+
+    @cached_property
+    def _valid(self) -> np.ndarray:
         return vector.field(L.STE, self.words, "V").astype(bool) & self.known
 
 
@@ -180,38 +191,66 @@ class _Walker:
             self.count += n
 
     def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Read every planned STE; tasks that sit back to back in memory share one read."""
         total = self.count
         words = np.empty((total, 8), dtype=np.uint64)
         flat = words.reshape(-1).view(np.uint8)
-        sids = np.empty(total, dtype=np.uint64)
-        addrs = np.empty(total, dtype=np.uint64)
         known = np.ones(total, dtype=bool)
-        pos = 0
-        for first_sid, addr, n, entry in self.tasks:
-            n_known = n
-            first: Hole | None = None
-            done = 0
-            while done < n:
-                k = min(n - done, READ_CHUNK // L.STE_BYTES)
-                a = addr + done * L.STE_BYTES
-                r = self.mem.read_partial(a, k * L.STE_BYTES)
-                row = pos + done
-                flat[row * L.STE_BYTES : (row + k) * L.STE_BYTES] = np.frombuffer(r.data, dtype=np.uint8)
-                for h in r.holes:
-                    lo = max(0, (h.start - a) // L.STE_BYTES)
-                    hi = min(k, -(-(h.end - a) // L.STE_BYTES))
-                    n_known -= int(known[row + lo : row + hi].sum())
-                    known[row + lo : row + hi] = False
-                    self.holes.append(h)
-                    first = first or h
-                done += k
-            sids[pos : pos + n] = np.arange(first_sid, first_sid + n, dtype=np.uint64)
-            addrs[pos : pos + n] = np.uint64(addr) + np.arange(n, dtype=np.uint64) * np.uint64(L.STE_BYTES)
+        n = np.array([t[2] for t in self.tasks], dtype=np.int64)
+        start = np.cumsum(n) - n  # first row of each task
+        first_sid = np.array([t[0] for t in self.tasks], dtype=np.uint64)
+        first_addr = np.array([t[1] for t in self.tasks], dtype=np.uint64)
+        step = np.arange(total, dtype=np.uint64) - np.repeat(start, n).astype(np.uint64)
+        sids = np.repeat(first_sid, n) + step
+        addrs = np.repeat(first_addr, n) + step * np.uint64(L.STE_BYTES)
+        for group in self._groups():
+            self._read_group(group, start, flat, known)
+        return sids, words, known, addrs
+
+    def _groups(self) -> list[list[int]]:
+        """Runs of task indices whose STEs are contiguous in memory, at most READ_CHUNK bytes a run."""
+        groups: list[list[int]] = []
+        end = size = -1
+        for i, (_, addr, n, _) in enumerate(self.tasks):
+            nbytes = n * L.STE_BYTES
+            if groups and addr == end and size + nbytes <= READ_CHUNK:
+                groups[-1].append(i)
+                size += nbytes
+            else:
+                groups.append([i])
+                size = nbytes
+            end = addr + nbytes
+        return groups
+
+    def _read_group(self, group: list[int], start: np.ndarray, flat: np.ndarray, known: np.ndarray) -> None:
+        row0 = int(start[group[0]])
+        addr0 = self.tasks[group[0]][1]
+        n_all = sum(self.tasks[i][2] for i in group)
+        holes: list[Hole] = []
+        done = 0
+        while done < n_all:  # a single task may exceed READ_CHUNK: read it in pieces
+            k = min(n_all - done, READ_CHUNK // L.STE_BYTES)
+            r = self.mem.read_partial(addr0 + done * L.STE_BYTES, k * L.STE_BYTES)
+            flat[(row0 + done) * L.STE_BYTES : (row0 + done + k) * L.STE_BYTES] = np.frombuffer(r.data, dtype=np.uint8)
+            holes += r.holes
+            done += k
+        for i in group:
+            _, addr, n, entry = self.tasks[i]
+            row, end = int(start[i]), addr + n * L.STE_BYTES
+            n_known, first = n, None
+            for h in holes:  # clipped to this task, as if it had been read alone
+                if h.start >= end or h.end <= addr:
+                    continue
+                h = Hole(max(h.start, addr), min(h.end, end), h.state, h.reason)
+                lo = (h.start - addr) // L.STE_BYTES
+                hi = -(-(h.end - addr) // L.STE_BYTES)
+                n_known -= int(known[row + lo : row + hi].sum())
+                known[row + lo : row + hi] = False
+                self.holes.append(h)
+                first = first or h
             if entry is not None:
                 entry.l2_state = L2State.PRESENT if n_known == n else (L2State.MISSING if n_known == 0 else L2State.PARTIAL)
                 entry.l2_hole = first
-            pos += n
-        return sids, words, known, addrs
 
 
 def walk(mem: PhysicalMemory, regs: Registers, max_stes: int = MAX_WALK_STES, read_cds: bool = True) -> StreamTable | None:
