@@ -20,7 +20,7 @@ from smmu_forensics.smmu import vector
 from smmu_forensics.smmu.fields import S1Fmt, SteConfig, get, linux_get
 from smmu_forensics.smmu.states import L1CdStatus
 
-__all__ = ["CdTable", "L1Cd", "read_cd_tables", "cd_table_bytes", "MAX_WALK_CDS", "MAX_CD_TABLES"]
+__all__ = ["CdTable", "L1Cd", "read_cd_tables", "pack_keys", "unpack_key", "cd_table_bytes", "MAX_WALK_CDS", "MAX_CD_TABLES"]
 
 MAX_L1CD = 1 << 12  # L1CD descriptors read per CD table (the kernel's maximum is 1024)
 MAX_CD_TABLES = 1 << 14  # distinct CD tables read
@@ -76,18 +76,8 @@ def read_cd_tables(mem: PhysicalMemory, words: np.ndarray, valid: np.ndarray, cf
     sel = np.flatnonzero(valid & ((cfg == SteConfig.S1) | (cfg == SteConfig.NESTED)))
     if len(sel) == 0:
         return tables
-    w0 = words[sel, 0]
-    keys = np.stack(
-        [
-            w0 & np.uint64(L.STE.field("S1CONTEXTPTR").linux_mask),
-            vector.field(L.STE, words[sel], "S1FMT"),
-            vector.field(L.STE, words[sel], "S1CDMAX"),
-            cfg[sel],
-        ],
-        axis=1,
-    )
+    uniq = _keys_in_scan_order(words[sel], cfg[sel])
     budget = [MAX_WALK_CDS]
-    uniq = np.unique(keys, axis=0).tolist()
     linear = [(p, cd_table_bytes(f, m)) for p, f, m, c in uniq[:MAX_CD_TABLES]
               if p and c == SteConfig.S1 and f in (S1Fmt.LINEAR, S1Fmt.RESERVED)]
     reader = _SpanReader(mem, linear)
@@ -95,11 +85,9 @@ def read_cd_tables(mem: PhysicalMemory, words: np.ndarray, valid: np.ndarray, cf
     if len(uniq) > MAX_CD_TABLES:
         truncated.append(f"{len(uniq)} distinct CD tables; read the first {MAX_CD_TABLES}")
     for n_read, (ptr, fmt, cdmax, c) in enumerate(uniq):
-        key = (int(ptr), int(fmt), int(cdmax))
+        key = (ptr, fmt, cdmax)
         if n_read >= MAX_CD_TABLES:
             tables[key] = CdTable(*key, not_read=f"more than {MAX_CD_TABLES} CD tables: not read")
-            continue
-        if key in tables:
             continue
         if c == SteConfig.NESTED:
             tables[key] = CdTable(*key, not_read="nested STE: S1ContextPtr is an IPA (stage-2 input)")
@@ -111,6 +99,35 @@ def read_cd_tables(mem: PhysicalMemory, words: np.ndarray, valid: np.ndarray, cf
         else:
             tables[key] = _read_cd_table(reader, key, budget)
     return tables
+
+
+def _keys_in_scan_order(words: np.ndarray, cfg: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Distinct (ptr, S1Fmt, S1CDMax, Config) of the given STEs, ordered by first use, as the kernel's
+    scan meets them: when a bound cuts the reading, it cuts the tables the scan reaches last.
+    Config is S1 if any stage-1 STE uses the table (its CDs are then read), else NESTED."""
+    uniq, first, inv = np.unique(pack_keys(words), return_index=True, return_inverse=True)
+    has_s1 = np.zeros(len(uniq), dtype=bool)
+    has_s1[inv.reshape(-1)[cfg == SteConfig.S1]] = True
+    order = np.argsort(first, kind="stable")
+    return [(*unpack_key(u), int(SteConfig.S1 if s1 else SteConfig.NESTED)) for u, s1 in zip(uniq[order].tolist(), has_s1[order].tolist())]
+
+
+def pack_keys(words: np.ndarray) -> np.ndarray:
+    """Each STE's CD-table key (S1ContextPtr as Linux masks it, S1Fmt, S1CDMax) packed in one uint64:
+    the pointer keeps bits 51:6, so S1Fmt goes to bits 53:52 and S1CDMax to 58:54."""
+    ptr = words[:, 0] & np.uint64(L.STE.field("S1CONTEXTPTR").linux_mask)
+    return ptr | (vector.field(L.STE, words, "S1FMT") << np.uint64(52)) | (vector.field(L.STE, words, "S1CDMAX") << np.uint64(54))
+
+
+def unpack_key(k: int) -> tuple[int, int, int]:
+    """(ptr, S1Fmt, S1CDMax) from :func:`pack_keys`.
+
+    >>> import numpy as np
+    >>> w = np.zeros((1, 8), dtype=np.uint64); w[0, 0] = 0x2000_0000_4030_0025  # S1CDMax 4, S1Fmt 2, V
+    >>> unpack_key(int(pack_keys(w)[0]))
+    (1076887552, 2, 4)
+    """
+    return k & L.LINUX_STE_S1CTXPTR_MASK, (k >> 52) & 3, (k >> 54) & 31
 
 
 class _SpanReader:

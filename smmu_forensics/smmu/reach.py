@@ -14,7 +14,7 @@ import numpy as np
 
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.smmu import fields as L
-from smmu_forensics.smmu import vector
+from smmu_forensics.smmu.cdtable import pack_keys, unpack_key
 from smmu_forensics.smmu.fields import SteConfig, get, linux_get
 from smmu_forensics.smmu.pgtable import Budget, PgWalk, walk_stage1, walk_stage2
 from smmu_forensics.smmu.table import StreamTable
@@ -59,16 +59,13 @@ def s1_contexts(t: StreamTable) -> dict[tuple[int, int, int], list[int]]:
     s1 = np.flatnonzero(t.valid() & (t.configs() == SteConfig.S1))
     if not len(s1):
         return {}
-    w = t.words[s1]
-    keys = np.stack([w[:, 0] & np.uint64(L.STE.field("S1CONTEXTPTR").linux_mask),
-                     vector.field(L.STE, w, "S1FMT"), vector.field(L.STE, w, "S1CDMAX")], axis=1)
-    uniq, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    uniq, first, inv = np.unique(pack_keys(t.words[s1]), return_index=True, return_inverse=True)
     inv = inv.reshape(-1)
     order = np.argsort(inv, kind="stable")  # rows grouped by table, in SID order within a group
     bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
     sids = t.sids[s1][order].tolist()
-    rows = uniq.tolist()
-    return {(rows[g][0], rows[g][1], rows[g][2]): sids[bounds[g] : bounds[g + 1]] for g in np.argsort(first).tolist()}
+    keys = [unpack_key(u) for u in uniq.tolist()]
+    return {keys[g]: sids[bounds[g] : bounds[g + 1]] for g in np.argsort(first).tolist()}
 
 
 def walk_reach(mem: PhysicalMemory, t: StreamTable) -> Reach:
