@@ -99,3 +99,33 @@ def test_cd_tables_read_in_scan_order_when_the_budget_runs_out(tmp_path, monkeyp
         v = analyze(mem, load_register_file(str(out) + ".smmu.json"), ["latest"]).smmus[0].verdicts["latest"]
     assert (v.rule, v.rule_certain) == ("SCAN-CD-ASID", True), (v.rule, v.detail, v.unknown)
     assert v.detail.startswith("SID 0x8: CD (SSID 15)")
+
+
+def _two(first: dict, second: dict, tmp_path, name: str):
+    sc = _scenario("SCAN-STE-CFG", "SCAN-STE-CFG")
+    sc["smmus"][0]["stream_table"]["stes"] = [first, second]
+    sc["smmus"][0]["cd_tables"] = [{"addr": "0x40300000", "cds": [{"ssid": 0, "asid": 2, "ttb0": PGT}]}]
+    out = tmp_path / f"{name}.elf"
+    write_outputs(build_scenario(sc), str(out), "elf")
+    with open_dump(str(out)) as mem:
+        return analyze(mem, load_register_file(str(out) + ".smmu.json"), ["latest"]).smmus[0].verdicts["latest"]
+
+
+ABSENT_CD = {"preset": "s1", "cd": "0x48000000"}  # outside the dump's RAM
+BAD_CFG = {"preset": "abort", "fields": {"CONFIG": 2}}
+
+
+def test_missing_memory_before_the_first_failure_makes_the_rule_uncertain(tmp_path):
+    v = _two({"sid": "0x8", **ABSENT_CD}, {"sid": "0x20", **BAD_CFG}, tmp_path, "before")
+    assert (v.decision.value, v.rule, v.rule_certain) == ("reset", "SCAN-STE-CFG", False)
+    assert any("SID 0x8 precedes SID 0x20" in u for u in v.unknown), v.unknown
+
+
+def test_missing_memory_after_the_first_failure_changes_nothing(tmp_path):
+    v = _two({"sid": "0x8", **BAD_CFG}, {"sid": "0x20", **ABSENT_CD}, tmp_path, "after")
+    assert (v.decision.value, v.rule, v.rule_certain, v.unknown) == ("reset", "SCAN-STE-CFG", True, [])
+
+
+def test_missing_memory_instead_of_a_failure_is_unknown(tmp_path):
+    v = _two({"sid": "0x8", **ABSENT_CD}, {"sid": "0x20", "preset": "s1", "cd": "0x40300000"}, tmp_path, "instead")
+    assert v.decision.value == "unknown" and "SID 0x8" in v.detail, v.detail

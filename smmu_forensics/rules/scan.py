@@ -9,6 +9,8 @@ valid CDs need an ASID in [1, 2^asid_bits).  Any error fails the whole adoption 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from smmu_forensics.rules.base import Ctx, L1Outcome, Stop
@@ -106,111 +108,155 @@ CODES = ("", *RULES)  # small integer codes for the vectorised scan: 0 = no erro
 CODE = {r: i for i, r in enumerate(CODES)}
 
 
+@dataclass
+class _Scan:
+    """The scan's working state over the visited rows (indices into the walked STE arrays)."""
+
+    rows: np.ndarray
+    w0: np.ndarray
+    known: np.ndarray
+    v: np.ndarray
+    cfg: np.ndarray
+    code: np.ndarray  # index into CODES per row: the row's first failing check; 0 = none
+    detail: dict[int, str] = field(default_factory=dict)  # row -> what the failing check saw
+    need: list[str] = field(default_factory=list)  # registers a check needed and nobody gave
+    need_first: int | None = None  # the first row whose check needed one of them
+
+    def needs(self, what: str, row: int) -> None:
+        self.need.append(what)
+        self.need_first = row if self.need_first is None else min(self.need_first, row)
+    cd_unknown: dict[int, str] = field(default_factory=dict)  # row -> why its CD table could not be judged
+    n_s1: int = 0
+    n_s2: int = 0
+
+
 def scan(ctx: Ctx) -> Stop | None:
     """latest's ASID/VMID reservation scan: the first failing STE in the kernel's order."""
     t = ctx.table
     if t is None:
         return ctx.unknown("SCAN-STE-CFG", "the dump (no memory to scan the STEs)")
     rows, missing = _rows(ctx)
-    n = len(rows)
-    known = t.known[rows]
     w0 = t.words[rows, 0]
-    v = vector.field(L.STE, w0, "V") != 0
     cfg = vector.field(L.STE, w0, "CONFIG").astype(np.int8)
-    code = np.zeros(n, dtype=np.int8)  # index into CODES: 0 = no error
-    detail: dict[int, str] = {}
-    need_unknown: list[str] = []
+    st = _Scan(rows, w0, t.known[rows], vector.field(L.STE, w0, "V") != 0, cfg, np.zeros(len(rows), dtype=np.int8))
+    st.code[st.v & (cfg >= SteConfig.RESERVED_1) & (cfg <= SteConfig.RESERVED_3)] = CODE["SCAN-STE-CFG"]
+    _stage2(ctx, st)
+    _stage1(ctx, st)
+    return _conclude(ctx, st, missing)
 
-    code[v & (cfg >= SteConfig.RESERVED_1) & (cfg <= SteConfig.RESERVED_3)] = CODE["SCAN-STE-CFG"]
 
-    s2 = np.flatnonzero(v & ((cfg == SteConfig.S2) | (cfg == SteConfig.NESTED)))
-    if len(s2):
-        vb = ctx.regs.vmid_bits
-        if vb is None:
-            need_unknown.append("IDR0.VMID16 (VMID width)")
-        else:
-            vmid = vector.field(L.STE, t.words[rows[s2]], "S2VMID").astype(np.int64)
-            sel = (vmid == 0) | (vmid >= (1 << vb))
-            code[s2[sel]] = CODE["SCAN-VMID"]
-            for k, vm in zip(s2[sel][:1].tolist(), vmid[sel][:1].tolist()):  # the first is the one reported
-                detail[k] = f"S2VMID={vm} (valid range 1..{(1 << vb) - 1})"
+def _stage2(ctx: Ctx, st: _Scan) -> None:
+    """SCAN-VMID: stage-2 and nested STEs need a VMID in [1, 2^vmid_bits)."""
+    assert ctx.table is not None
+    s2 = np.flatnonzero(st.v & ((st.cfg == SteConfig.S2) | (st.cfg == SteConfig.NESTED)))
+    st.n_s2 = len(s2)
+    if not len(s2):
+        return
+    vb = ctx.regs.vmid_bits
+    if vb is None:
+        st.needs("IDR0.VMID16 (VMID width)", int(s2[0]))
+        return
+    vmid = vector.field(L.STE, ctx.table.words[st.rows[s2]], "S2VMID").astype(np.int64)
+    sel = (vmid == 0) | (vmid >= (1 << vb))
+    st.code[s2[sel]] = CODE["SCAN-VMID"]
+    for k, vm in zip(s2[sel][:1].tolist(), vmid[sel][:1].tolist()):  # the first is the one reported
+        st.detail[k] = f"S2VMID={vm} (valid range 1..{(1 << vb) - 1})"
 
-    s1 = np.flatnonzero(v & (cfg == SteConfig.S1))
-    cd_unknown: dict[int, str] = {}
-    if len(s1):
-        x0 = w0[s1]
-        ptr = x0 & np.uint64(L.STE.field("S1CONTEXTPTR").linux_mask)
-        cdmax = vector.field(L.STE, x0, "S1CDMAX").astype(np.int64)
-        s1fmt = vector.field(L.STE, x0, "S1FMT").astype(np.int64)
-        c = np.zeros(len(s1), dtype=np.int8)
-        c[ptr == 0] = CODE["SCAN-CDTAB-NULL"]
-        ssid_bits = ctx.regs.ssid_bits
-        if ssid_bits is None:
-            need_unknown.append("IDR1.SSIDSIZE")
-        else:
-            c[(c == 0) & (cdmax > ssid_bits)] = CODE["SCAN-CDTAB-CDMAX"]
-        c[(c == 0) & (s1fmt != S1Fmt.LINEAR) & (s1fmt != S1Fmt.L2_64K)] = CODE["SCAN-CDTAB-FMT"]
-        if ctx.rs.scan_checks_cd2l:
-            two = (c == 0) & (s1fmt == S1Fmt.L2_64K)
-            if two.any():
-                cd2l = ctx.regs.cd2l
-                if cd2l is None:
-                    need_unknown.append("IDR0.CD2L")
-                elif not cd2l:
-                    c[two] = CODE["SCAN-CDTAB-CD2L"]
-        if ctx.rs.scan_checks_cdtab_align:
-            # the kernel's table size: linear (1 << cdmax) CDs, 64K_L2 its L1CDs (cd_table_bytes());
-            # S1CDMax is a 5-bit field, so the shift stays far below 64
-            sizes = np.array([[cd_table_bytes(f, m) for m in range(32)] for f in (S1Fmt.LINEAR, S1Fmt.L2_64K)], dtype=np.uint64)
-            size = sizes[(s1fmt != S1Fmt.LINEAR).astype(np.int64), cdmax]
-            c[(c == 0) & ((ptr % size) != 0)] = CODE["SCAN-CDTAB-ALIGN"]
-        for j in np.flatnonzero(c != 0)[:1].tolist():  # the first CD-table geometry failure, as reported
-            detail[int(s1[j])] = _describe(CODES[int(c[j])], int(ptr[j]), int(cdmax[j]), int(s1fmt[j]), ssid_bits)
-        ok = known[s1]
-        verdicts: dict[tuple[int, int, int], tuple[str | None, str, bool]] = {}
-        for j in np.flatnonzero((c == 0) & ok).tolist():
-            k = int(s1[j])
-            key = (int(ptr[j]), int(s1fmt[j]), int(cdmax[j]))
-            if key not in verdicts:  # many STEs share one CD table: judge it once
-                ct = t.cd_tables.get(key)
-                if ct is None or ct.not_read:
-                    verdicts[key] = (None, ct.not_read if ct else "CD table not read", True)
-                else:
-                    verdicts[key] = _cd_table_error(ctx, ct, ctx.regs.asid_bits)
-            r, d, unk = verdicts[key]
-            if r:
-                c[j] = CODE[r]
-                detail[k] = d
-            elif unk:
-                cd_unknown[k] = d
-        code[s1] = np.where(code[s1] != 0, code[s1], c)
 
-    bad = (code != 0) & known
+def _stage1(ctx: Ctx, st: _Scan) -> None:
+    """Stage-1 STEs: the CD table's geometry (vectorised), then each distinct CD table's contents."""
+    assert ctx.table is not None
+    s1 = np.flatnonzero(st.v & (st.cfg == SteConfig.S1))
+    st.n_s1 = len(s1)
+    if not len(s1):
+        return
+    x0 = st.w0[s1]
+    ptr = x0 & np.uint64(L.STE.field("S1CONTEXTPTR").linux_mask)
+    cdmax = vector.field(L.STE, x0, "S1CDMAX").astype(np.int64)
+    s1fmt = vector.field(L.STE, x0, "S1FMT").astype(np.int64)
+    c = _cd_geometry(ctx, st, s1, ptr, cdmax, s1fmt)
+    for j in np.flatnonzero(c != 0)[:1].tolist():  # the first CD-table geometry failure, as reported
+        st.detail[int(s1[j])] = _describe(CODES[int(c[j])], int(ptr[j]), int(cdmax[j]), int(s1fmt[j]), ctx.regs.ssid_bits)
+    verdicts: dict[tuple[int, int, int], tuple[str | None, str, bool]] = {}
+    for j in np.flatnonzero((c == 0) & st.known[s1]).tolist():
+        k = int(s1[j])
+        key = (int(ptr[j]), int(s1fmt[j]), int(cdmax[j]))
+        if key not in verdicts:  # many STEs share one CD table: judge it once
+            ct = ctx.table.cd_tables.get(key)
+            if ct is None or ct.not_read:
+                verdicts[key] = (None, ct.not_read if ct else "CD table not read", True)
+            else:
+                verdicts[key] = _cd_table_error(ctx, ct, ctx.regs.asid_bits)
+        r, d, unk = verdicts[key]
+        if r:
+            c[j] = CODE[r]
+            st.detail[k] = d
+        elif unk:
+            st.cd_unknown[k] = d
+    st.code[s1] = np.where(st.code[s1] != 0, st.code[s1], c)
+
+
+def _cd_geometry(ctx: Ctx, st: _Scan, s1: np.ndarray, ptr: np.ndarray, cdmax: np.ndarray, s1fmt: np.ndarray) -> np.ndarray:
+    """SCAN-CDTAB-*: per stage-1 STE, the first failing geometry check, in the kernel's order."""
+    c = np.zeros(len(ptr), dtype=np.int8)
+    c[ptr == 0] = CODE["SCAN-CDTAB-NULL"]
+    ssid_bits = ctx.regs.ssid_bits
+    if ssid_bits is None:
+        st.needs("IDR1.SSIDSIZE", int(s1[0]))
+    else:
+        c[(c == 0) & (cdmax > ssid_bits)] = CODE["SCAN-CDTAB-CDMAX"]
+    c[(c == 0) & (s1fmt != S1Fmt.LINEAR) & (s1fmt != S1Fmt.L2_64K)] = CODE["SCAN-CDTAB-FMT"]
+    if ctx.rs.scan_checks_cd2l:
+        two = (c == 0) & (s1fmt == S1Fmt.L2_64K)
+        if two.any():
+            cd2l = ctx.regs.cd2l
+            if cd2l is None:
+                st.needs("IDR0.CD2L", int(s1[np.flatnonzero(two)[0]]))
+            elif not cd2l:
+                c[two] = CODE["SCAN-CDTAB-CD2L"]
+    if ctx.rs.scan_checks_cdtab_align:
+        # the kernel's table size: linear (1 << cdmax) CDs, 64K_L2 its L1CDs (cd_table_bytes());
+        # S1CDMax is a 5-bit field, so the shift stays far below 64
+        sizes = np.array([[cd_table_bytes(f, m) for m in range(32)] for f in (S1Fmt.LINEAR, S1Fmt.L2_64K)], dtype=np.uint64)
+        size = sizes[(s1fmt != S1Fmt.LINEAR).astype(np.int64), cdmax]
+        c[(c == 0) & ((ptr % size) != 0)] = CODE["SCAN-CDTAB-ALIGN"]
+    return c
+
+
+def _conclude(ctx: Ctx, st: _Scan, missing: str | None) -> Stop | None:
+    """The first failing row decides; missing memory before it makes the rule (not the decision) uncertain."""
+    assert ctx.table is not None
+    sids = ctx.table.sids
+    bad = (st.code != 0) & st.known
     first_bad = int(np.argmax(bad)) if bad.any() else None
-    unk_rows = np.flatnonzero(~known)
+    unk_rows = np.flatnonzero(~st.known)
     first_unk = int(unk_rows[0]) if len(unk_rows) else None
-    if cd_unknown:
-        first_cd = min(cd_unknown)
+    if st.cd_unknown:
+        first_cd = min(st.cd_unknown)
         first_unk = first_cd if first_unk is None else min(first_unk, first_cd)
     if first_bad is not None:
-        sid = int(t.sids[rows[first_bad]])
+        sid = int(sids[st.rows[first_bad]])
         if first_unk is not None and first_unk < first_bad:
-            usid = int(t.sids[rows[first_unk]])
+            usid = int(sids[st.rows[first_unk]])
             ctx.uncertain(f"SID {usid:#x} precedes SID {sid:#x} in the scan but "
-                          f"{cd_unknown.get(first_unk, 'its STE is not in the dump')}: the kernel may have failed there first")
-        r = CODES[int(code[first_bad])]
-        why = detail.get(first_bad) or (f"STE.Config={int(cfg[first_bad])} (reserved; HW treats it as abort)" if r == "SCAN-STE-CFG" else r)
+                          f"{st.cd_unknown.get(first_unk, 'its STE is not in the dump')}: the kernel may have failed there first")
+        if st.need_first is not None and st.need_first < first_bad:
+            ctx.uncertain(f"{'; '.join(sorted(set(st.need)))} not given: a check of SID {int(sids[st.rows[st.need_first]]):#x}, "
+                          f"before SID {sid:#x}, could not be made")
+        r = CODES[int(st.code[first_bad])]
+        why = st.detail.get(first_bad) or (
+            f"STE.Config={int(st.cfg[first_bad])} (reserved; HW treats it as abort)" if r == "SCAN-STE-CFG" else r)
         n_bad = int(bad.sum())
         more = f" ({n_bad} STEs fail the scan)" if n_bad > 1 else ""
         return ctx.fail(r, detail=f"SID {sid:#x}: {why}{more}")
-    if need_unknown:
-        return ctx.unknown("SCAN-STE-CFG", "; ".join(sorted(set(need_unknown))))
+    if st.need:
+        return ctx.unknown("SCAN-STE-CFG", "; ".join(sorted(set(st.need))))
     if first_unk is not None:
-        sid = int(t.sids[rows[first_unk]])
-        return ctx.unknown("SCAN-STE-CFG", f"SID {sid:#x}: {cd_unknown.get(first_unk, 'STE not in the dump')}")
+        sid = int(sids[st.rows[first_unk]])
+        return ctx.unknown("SCAN-STE-CFG", f"SID {sid:#x}: {st.cd_unknown.get(first_unk, 'STE not in the dump')}")
     if missing:
         return ctx.unknown("SCAN-STE-CFG", missing)
-    ctx.passed("SCAN", f"{n} STEs scanned, {len(s1)} stage-1, {len(s2)} stage-2/nested")
+    ctx.passed("SCAN", f"{len(st.rows)} STEs scanned, {st.n_s1} stage-1, {st.n_s2} stage-2/nested")
     return None
 
 
