@@ -56,8 +56,13 @@ def _progress() -> Callable[[str, int, int], None] | None:
 def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # Rich's own handler exits 1, which means "rejected" here
+            self.quiet = True
+            raise BrokenPipeError
+
     no_color = bool(os.environ.get("NO_COLOR"))
-    return Console(stderr=stderr, no_color=no_color, highlight=False, soft_wrap=False,
+    return _Console(stderr=stderr, no_color=no_color, highlight=False, soft_wrap=False,
                    width=None if sys.stdout.isatty() else 160)
 
 
@@ -149,6 +154,8 @@ def xp(dump: str, addr: str, length: str, raw_base: str | None, fmt: str) -> Non
     n = parse_int(length, "--len")
     if n > 16 << 20:
         raise UsageError("--len is limited to 16 MiB")
+    if a + n > 1 << 64:
+        raise UsageError(f"{a:#x} + {n:#x} runs past the end of the 64-bit physical address space")
     with _open(dump, raw_base) as mem:
         r = mem.read_partial(a, n)
     if fmt == "raw":
@@ -223,11 +230,13 @@ def _gather_regs(dump: str | None, regs_files: tuple[str, ...], flags: dict[str,
 
 NEED_REGS = """no SMMU register values given: MMIO registers are not part of a RAM dump.
 Give them one of these ways:
-  --regs registers.json          JSON: {"strtab_base": "0x...", "strtab_base_cfg": "0x...", "idr0": ..., "idr1": ..., "cr0": ...}
+  --regs registers.json          JSON: {"strtab_base": "0x...", "strtab_base_cfg": "0x...", "idr0": ..., "idr1": ...,
+                                        "cr0": ..., "gerror": ..., "gerrorn": ...}
   DUMP.smmu.json beside the dump  the same JSON, found automatically
-  --strtab-base 0x... --strtab-base-cfg 0x... --idr0 0x... --idr1 0x... --cr0 0x...
+  --strtab-base 0x... --strtab-base-cfg 0x... --idr0 0x... --idr1 0x... --cr0 0x... --gerror 0x... --gerrorn 0x...
   --regs page0.bin               a raw 4 KiB or 64 KiB read of the SMMU's MMIO page 0
-On a live or kdump system: devmem <smmu_base+0x80> 64, <+0x88>, <+0x0>, <+0x4>, <+0x20>, or QEMU's `xp`.
+On a live or kdump system: devmem <smmu_base+0x80> 64 (STRTAB_BASE), <+0x88> (STRTAB_BASE_CFG), <+0x0> (IDR0),
+<+0x4> (IDR1), <+0x20> (CR0), <+0x60> (GERROR), <+0x64> (GERRORN); or QEMU's `xp`.
 """
 
 
@@ -273,7 +282,13 @@ def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], cohe
     with _open(dump, raw_base) as mem:
         a = analyze(mem, smmus, names, Severity(fail_on) if fail_on else None, max_stes)
         report = model.build(a, list_all, sid_n)
+        missing_sid = None
+        if sid_n is not None and not any(s.get("sid_detail", {}).get("found") for s in report["smmus"]):
+            why = next((s["sid_detail"]["why"] for s in report["smmus"] if "sid_detail" in s), "no stream table walked")
+            missing_sid = f"--sid {sid_n:#x}: no STE for it ({why})"
         _render(report, fmt)
+    if missing_sid:  # the report says why; the exit code says the option asked for nothing there
+        raise UsageError(missing_sid)
     sys.exit(report["exit_code"])
 
 
@@ -286,7 +301,9 @@ def regs(file: str | None, regs_files: tuple[str, ...], rules: tuple[str, ...], 
          fmt: str, **flags: str | None) -> None:
     """Decode register values (no dump) and say what each ruleset makes of the geometry alone.
 
-    Example: smmu-forensics regs --strtab-base-cfg 0x10210 --idr0 0x0d40101a --idr1 0x02730010 --cr0 0xd
+    Example: smmu-forensics regs --strtab-base 0x431be000 --strtab-base-cfg 0x10211 --idr0 0x0d40101a --idr1 0x02730010
+    --cr0 0xd --gerror 0 --gerrorn 0 (rejected: LOG2SIZE 17 > SIDSIZE 16).  A geometry that passes stays
+    unknown (exit 4) until a dump shows the table.
     """
     from smmu_forensics.analysis import analyze, rulesets
     from smmu_forensics.report import model
@@ -301,10 +318,20 @@ def regs(file: str | None, regs_files: tuple[str, ...], rules: tuple[str, ...], 
     sys.exit(report["exit_code"])
 
 
+EXIT_PIPE = 128 + 13  # 141, as a death by SIGPIPE: the reader went away, so there is no verdict to report
+
+
 def main() -> None:
     """Entry point: run the CLI; map every error to one line and an exit code."""
+    if "_SMMU_FORENSICS_COMPLETE" in os.environ:  # shell completion is click's own business
+        cli.main(prog_name="smmu-forensics")
     try:
-        cli.main(standalone_mode=False)
+        try:
+            # not cli.main(): it turns a closed pipe into exit 1 and Ctrl-C into Abort
+            with cli.make_context("smmu-forensics", sys.argv[1:]) as ctx:
+                cli.invoke(ctx)
+        finally:
+            sys.stdout.flush()  # a pipe closed early fails here, not silently at interpreter exit
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -323,7 +350,7 @@ def main() -> None:
         sys.exit(EXIT_UNREADABLE)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+        sys.exit(EXIT_PIPE)
     except KeyboardInterrupt:
         sys.stderr.write("smmu-forensics: interrupted\n")
         sys.exit(130)

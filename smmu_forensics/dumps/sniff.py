@@ -124,6 +124,9 @@ def _unpack(path: str, kind: str, progress: Progress | None) -> FileSource:
         os.unlink(tmp)
         hint = WRAPPERS_HINT.get(kind, "")
         raise DumpError(path, f"{kind} stream is corrupt ({exc}); try: {hint}") from None
+    except BaseException:  # Ctrl-C, SystemExit: no partial file left behind
+        os.unlink(tmp)
+        raise
     return _Unpacked(tmp, path, kind)
 
 

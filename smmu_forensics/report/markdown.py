@@ -26,6 +26,28 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _fields_table(fields: dict[str, Any]) -> list[str]:
+    o = ["| field | value | meaning |", "|---|---|---|"]
+    for k, v in fields.items():
+        o.append(_row(k, v["value"], v.get("meaning", "")))
+    return o
+
+
+def _sid(d: dict[str, Any]) -> list[str]:
+    """``--sid``: the STE with every field, and the CDs behind it."""
+    o = ["", f"### SID {md(d.get('sid_hex') or hex(d['sid']))}", ""]
+    if not d.get("found"):
+        return o + [md(d.get("why", "not found"))]
+    o += [f"STE at {md(d['addr'])}: `{md(d['raw'] or 'not in the dump')}`", ""] + _fields_table(d.get("fields", {}))
+    cdt = d.get("cd_table")
+    if cdt:
+        o += ["", f"CD table at {md(cdt['addr'])}" + (f" ({md(cdt['not_read'])})" if cdt["not_read"] else "") + "."]
+        for cd in cdt["cds"][:8]:
+            o += ["", f"<details><summary>CD SSID {cd['ssid']} at {md(cd['addr'])}</summary>", ""]
+            o += _fields_table(cd["fields"]) + ["", "</details>"]
+    return o
+
+
 def _smmu(s: dict[str, Any]) -> list[str]:
     o = [f"## SMMU {md(s['name'])}", ""]
     f = s["features"]
@@ -81,6 +103,8 @@ def _smmu(s: dict[str, Any]) -> list[str]:
             o.append(_row(e["sid_hex"], e["addr"], e["config"] or "not in dump", (e["raw"] or "")[:32]))
         if len(t["stes"]) > 256:
             o.append(f"\n... {len(t['stes']) - 256} more STEs (see --format json)")
+    if "sid_detail" in s:
+        o += _sid(s["sid_detail"])
     if s["dma"]:
         o += ["", "### What in-flight DMA can reach", "", "| stage | SIDs | CD | ASID/VMID | table root | mappings | writable | problems |",
               "|---|---|---|---|---|---|---|---|"]

@@ -36,6 +36,40 @@ _ALIASES = {"smmu_base": "base", "evtq_base": "eventq_base", "evtq_prod": "event
 _REG_BITS = {n: 64 if n in ("strtab_base", "cmdq_base", "eventq_base") else 32 for n in REGISTER_NAMES}
 
 
+#: keys a register file may carry besides registers (captures record where the values came from)
+METADATA_KEYS = frozenset({"source", "comment", "description", "note", "notes", "origin", "raw_base"})
+KNOWN_KEYS = frozenset({*REGISTER_NAMES, *_ALIASES, "base", "name", "coherent", *METADATA_KEYS})
+MAX_JSON_DEPTH = 32
+
+
+def _unknown_key(where: str, key: str, index: int) -> str:
+    """The one-line error for a key nobody knows, with the nearest known one.
+
+    >>> _unknown_key("r.json", "strtab_base_cfgg", 0)
+    "r.json: SMMU #0: unknown key 'strtab_base_cfgg' (did you mean 'strtab_base_cfg'?)"
+    """
+    import difflib
+
+    near = difflib.get_close_matches(key.lower(), sorted(KNOWN_KEYS), n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else " (not a register file: keys are register names such as idr0, cr0, strtab_base, and base, name, coherent)"
+    return f"{where}: SMMU #{index}: unknown key {key!r}{hint}"
+
+
+def _depth(doc: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of parsed JSON, stopping at ``limit`` (no recursion: a hostile file may nest 10^5 deep)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        x, d = stack.pop()
+        deepest = max(deepest, d)
+        if d >= limit:
+            return d
+        if isinstance(x, dict):
+            stack += [(v, d + 1) for v in x.values()]
+        elif isinstance(x, list):
+            stack += [(v, d + 1) for v in x]
+    return deepest
+
+
 def _num(v: Any, what: str) -> int:
     if isinstance(v, bool):
         raise UsageError(f"{what}: expected a number, got {v!r}")
@@ -87,8 +121,10 @@ class Registers:
                 if not isinstance(v, bool):
                     raise UsageError(f"{where}: expected true or false")
                 r.coherent_override, r.coherent_source = v, f"{origin or 'registers'} (coherent={str(v).lower()})"
-            else:
+            elif k in METADATA_KEYS:
                 r.extra[str(key)[:64]] = str(v)[:200]
+            else:
+                raise UsageError(_unknown_key(origin or "registers", str(key), index))
         if "name" not in {str(k).lower() for k in m}:
             r.name = f"smmu@{r.base:#x}" if r.base is not None else f"smmu{index}"
         return r
@@ -202,7 +238,14 @@ def load_register_file(path: str) -> list[Registers]:
             doc = json.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise UsageError(f"{path}: not valid JSON: {exc}") from None
+        except RecursionError:
+            raise UsageError(f"{path}: JSON nested too deeply") from None
+        if _depth(doc) >= MAX_JSON_DEPTH:
+            raise UsageError(f"{path}: JSON nested more than {MAX_JSON_DEPTH} deep: not a register file")
         if isinstance(doc, dict) and "smmus" in doc:
+            extra = sorted(str(k) for k in doc if k != "smmus" and k not in METADATA_KEYS)
+            if extra:
+                raise UsageError(f"{path}: unknown top-level key {extra[0]!r} beside 'smmus'")
             smmus = doc["smmus"]
             if not isinstance(smmus, list) or not smmus:
                 raise UsageError(f"{path}: 'smmus' must be a non-empty list")

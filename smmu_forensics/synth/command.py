@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
+from smmu_forensics.errors import UsageError
 from smmu_forensics.synth.writers import FORMATS
 
 
@@ -18,8 +20,17 @@ def synth(scenario: str, out: str, fmt: str, dump_level: int | None) -> None:
     """Build a dump from a scenario file (YAML or TOML; see docs/scenarios.md)."""
     from smmu_forensics.synth.scenario import build_scenario, load, write_outputs
 
+    if os.path.isdir(out) or out.endswith(os.sep):
+        raise UsageError(f"{out}: -o names the dump file to write, not a folder")
+    parent = os.path.dirname(out) or "."
+    if not os.path.isdir(parent):
+        raise UsageError(f"{out}: folder {parent} does not exist")
     built = build_scenario(load(scenario))
     if dump_level is not None:
         built.dump_level = dump_level
-    for p in write_outputs(built, out, fmt):
+    try:
+        written = write_outputs(built, out, fmt)
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or out}: cannot write: {exc.strerror}") from None
+    for p in written:
         sys.stdout.write(p + "\n")

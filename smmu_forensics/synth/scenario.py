@@ -17,6 +17,7 @@ import numpy as np
 from smmu_forensics.errors import UsageError
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu.schemas import build
+from smmu_forensics.synth import keys
 from smmu_forensics.synth.image import MemoryImage
 
 
@@ -74,7 +75,10 @@ def load(path: str) -> dict[str, Any]:
         raise UsageError(f"{path}: {exc.strerror}") from None
     try:
         if path.endswith(".toml"):
-            import tomllib
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+                import tomli as tomllib  # type: ignore[no-redef]
 
             doc = tomllib.loads(raw.decode())
         else:
@@ -85,6 +89,10 @@ def load(path: str) -> dict[str, Any]:
         raise UsageError(f"{path}: not a valid scenario file: {exc}") from None
     if not isinstance(doc, dict):
         raise UsageError(f"{path}: a scenario is a mapping")
+    try:
+        keys.check(doc)
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc.message}") from None
     doc.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     return doc
 
