@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smmu_forensics.smmu import fields as L
-from smmu_forensics.smmu import schemas, vector
+from smmu_forensics.smmu import lpae, schemas, vector
 
-LAYOUTS = list(L.LAYOUTS.values())
+LAYOUTS = [*L.LAYOUTS.values(), lpae.LPAE_S1, lpae.LPAE_S2]  # every declared layout, the LPAE descriptors too
 
 
 @settings(max_examples=200, deadline=None)

@@ -23,12 +23,10 @@ import numpy as np
 
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.smmu.fields import genmask
+from smmu_forensics.smmu.lpae import AP_RDONLY, LPAE_S1, S2AP_WRITE, DescType
 
 GRANULE_SHIFT = {0: 12, 1: 16, 2: 14}  # CD.TG0: 00 4K, 01 64K, 10 16K [S-CD]
-PTE_ADDR_MASK = genmask(47, 12)  # ARM_LPAE_PTE_ADDR_MASK
-PTE_AP_RDONLY = 1 << 7  # ARM_LPAE_PTE_AP_RDONLY (stage 1)
-PTE_S2AP_WRITE = 1 << 7  # ARM_LPAE_PTE_HAP_WRITE (stage 2 S2AP[1])
-PTE_AF = 1 << 10
+PTE_ADDR_MASK = LPAE_S1.field("OA").mask  # ARM_LPAE_PTE_ADDR_MASK
 
 
 @dataclass
@@ -135,21 +133,21 @@ def _walk(mem: PhysicalMemory, ttb: int, ias: int, pg_shift: int, start: int, st
         known = np.ones(n, dtype=bool)
         for h in r.holes:
             known[max(0, (h.start - table) // 8) : max(0, -(-(h.end - table) // 8))] = False
-        typ = desc & np.uint64(3)
+        typ = desc & np.uint64(LPAE_S1.field("TYPE").mask)
         shift = pg_shift + (3 - level) * bpl
         idx = np.arange(n, dtype=np.uint64)
         if level < 3:
-            for i in np.flatnonzero(known & (typ == 3)).tolist():
+            for i in np.flatnonzero(known & (typ == DescType.TABLE_OR_PAGE)).tolist():
                 stack.append((level + 1, int(desc[i] & addr_mask), base_iova | (i << shift), 1 << bpl))
-            leaf = known & (typ == 1)
+            leaf = known & (typ == DescType.BLOCK)
             if level == 0 or (pg_shift != 12 and level == 1):
                 bad = np.flatnonzero(leaf)
                 if len(bad):
                     w.problems.append(f"{len(bad)} block descriptor(s) at level {level} in {table:#x}, not allowed for this granule: faults")
                 leaf = np.zeros(n, dtype=bool)
         else:
-            leaf = known & (typ == 3)
-            reserved = np.flatnonzero(known & (typ == 1))
+            leaf = known & (typ == DescType.TABLE_OR_PAGE)
+            reserved = np.flatnonzero(known & (typ == DescType.BLOCK))
             if len(reserved):
                 w.problems.append(f"{len(reserved)} reserved level-3 descriptor(s) in {table:#x}: fault")
         sel = np.flatnonzero(leaf)
@@ -164,7 +162,7 @@ def _walk(mem: PhysicalMemory, ttb: int, ias: int, pg_shift: int, start: int, st
         budget.leaves -= len(take)
         d = desc[take]
         outs = (d & addr_mask & ~np.uint64(size - 1)).tolist()
-        wr = ((d & np.uint64(PTE_AP_RDONLY)) == 0) if stage == 1 else ((d & np.uint64(PTE_S2AP_WRITE)) != 0)
+        wr = ((d & np.uint64(AP_RDONLY)) == 0) if stage == 1 else ((d & np.uint64(S2AP_WRITE)) != 0)
         for i, out, x in zip(idx[take].tolist(), outs, wr.tolist()):
             w.leaves.append(Leaf(base_iova | (int(i) << shift), out, size, level, bool(x)))
     w.tables.sort()

@@ -16,6 +16,7 @@ import numpy as np
 
 from smmu_forensics.errors import UsageError
 from smmu_forensics.smmu import fields as L
+from smmu_forensics.smmu.lpae import LPAE_S1, LPAE_S2, DescType
 from smmu_forensics.smmu.schemas import build
 from smmu_forensics.synth import keys
 from smmu_forensics.synth.image import MemoryImage
@@ -131,15 +132,16 @@ def _pgtables(img: MemoryImage, spec: dict[str, Any]) -> None:
                 key = (level + 1, va >> (39 - 9 * level))
                 if key not in tables:
                     tables[key] = pool.take(0x1000, 0x1000)
-                    img.write(table + 8 * idx, (tables[key] | 3).to_bytes(8, "little"))
+                    img.write(table + 8 * idx, build(LPAE_S1, {"TYPE": DescType.TABLE_OR_PAGE, "OA": tables[key]}))
                 table = tables[key]
             idx = (va >> 12) & 0x1FF
-            if stage == 2:  # S2AP[1:0] read/write, MemAttr 0xf (normal WB), ARM_LPAE_PTE_HAP_*
-                perm = (1 << 6) | ((1 << 7) if m.get("writable", True) else 0) | (0xF << 2)
-            else:  # AP[2] read-only
-                perm = 0 if m.get("writable", True) else 1 << 7
-            pte = out | 3 | (1 << 10) | (3 << 8) | perm
-            img.write(table + 8 * idx, pte.to_bytes(8, "little"))
+            writable = bool(m.get("writable", True))
+            if stage == 2:  # S2AP read (+ write), MemAttr 0xf (normal WB): ARM_LPAE_PTE_HAP_*, _MEMATTR_OIWB
+                pte = build(LPAE_S2, {"TYPE": DescType.TABLE_OR_PAGE, "MEMATTR": 0xF, "S2AP": 3 if writable else 1, "SH": 3, "AF": 1,
+                                      "OA": out})
+            else:  # AP[2] set: read-only
+                pte = build(LPAE_S1, {"TYPE": DescType.TABLE_OR_PAGE, "AP": 0 if writable else 2, "SH": 3, "AF": 1, "OA": out})
+            img.write(table + 8 * idx, pte)
 
 
 def build_scenario(doc: dict[str, Any]) -> Built:
