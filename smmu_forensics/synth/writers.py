@@ -16,11 +16,20 @@ import os
 import tempfile
 import zlib
 from collections.abc import Callable
+from typing import BinaryIO
 
 from smmu_forensics.dumps import codecs as C
 from smmu_forensics.dumps.flattened import FLAT_HEADER_SIZE
 from smmu_forensics.dumps.kdump import PAGE_DESC
-from smmu_forensics.dumps.structs import DiskDumpHeader64, FlatHeader, FlatRecord, KdumpSubHeader64, LimeHeader, elf_structs
+from smmu_forensics.dumps.structs import (
+    KDUMP_SIGNATURES,
+    DiskDumpHeader64,
+    FlatHeader,
+    FlatRecord,
+    KdumpSubHeader64,
+    LimeHeader,
+    elf_structs,
+)
 from smmu_forensics.synth.image import MemoryImage
 
 FORMATS = ("elf", "raw", "lime", "kdump-zlib", "kdump-lzo", "kdump-snappy", "kdump-zstd", "kdump-none",
@@ -158,71 +167,82 @@ def _compressor(codec: str, level: int | None = None) -> tuple[int, Callable[[by
 
 
 def write_kdump(img: MemoryImage, path: str, codec: str = "zlib", dump_level: int = 1) -> None:
+    """makedumpfile's kdump-compressed layout (see :mod:`smmu_forensics.dumps.kdump`), header version 6."""
     ps = img.page_size
     flag, compress = _compressor(codec)
     max_mapnr = img.max_pfn
-    vmci = vmcoreinfo_blob(img)
-    note = _note(b"VMCOREINFO", 0, vmci)
-    sub_size = KdumpSubHeader64.sizeof()
-    offset_note = ps + sub_size
-    offset_vmci = offset_note + 12 + 12  # nhdr + "VMCOREINFO\0" padded to 12
-    sub_hdr_size = -(-(sub_size + len(note)) // ps)
     bm_bytes = -(-max_mapnr // 8)  # one bit per PFN
     half = -(-bm_bytes // ps) * ps  # each bitmap fills whole blocks
-    bitmap_blocks = 2 * half // ps
-    bm1 = bytearray(half)
-    bm2 = bytearray(half)
+    bm1, bm2 = bytearray(half), bytearray(half)
     dumped = []
     for pfn in img.ram_pfns():
         bm1[pfn >> 3] |= 1 << (pfn & 7)
         if not img.is_excluded(pfn):
             bm2[pfn >> 3] |= 1 << (pfn & 7)
             dumped.append(pfn)
-    pd_base = (1 + sub_hdr_size + bitmap_blocks) * ps
-    data = pd_base + PAGE_DESC.size * len(dumped)
+    head, sub_hdr_size = _kdump_headers(img, flag, dump_level, 2 * half // ps)
+    pd_base = (1 + sub_hdr_size + 2 * half // ps) * ps
+    with open(path, "wb") as f:
+        f.write(head)
+        f.seek((1 + sub_hdr_size) * ps)
+        f.write(bm1)
+        f.write(bm2)
+        descs = _kdump_pages(f, img, dumped, pd_base + PAGE_DESC.size * len(dumped), flag, compress, dump_level)
+        f.seek(pd_base)
+        f.write(descs)
+
+
+def _kdump_headers(img: MemoryImage, flag: int, dump_level: int, bitmap_blocks: int) -> tuple[bytes, int]:
+    """disk_dump_header, then (from block 1) kdump_sub_header and the VMCOREINFO note; and sub_hdr_size."""
+    ps, max_mapnr = img.page_size, img.max_pfn
+    vmci = vmcoreinfo_blob(img)
+    note = _note(b"VMCOREINFO", 0, vmci)
+    sub_size = KdumpSubHeader64.sizeof()
+    offset_note = ps + sub_size
+    offset_vmci = offset_note + 12 + 12  # nhdr + "VMCOREINFO\0" padded to 12
+    sub_hdr_size = -(-(sub_size + len(note)) // ps)
     uts = b"".join(s.ljust(65, b"\0") for s in (b"Linux", b"synth", img.vmcoreinfo.get("OSRELEASE", "6.1.0-synth").encode()[:64],
                                                   b"#1 SMP", b"aarch64", b"(none)"))
     hdr = DiskDumpHeader64.build(dict(
-        signature=b"KDUMP   ", header_version=6, utsname=uts, tv_sec=0, tv_usec=0, status=flag, block_size=ps,
+        signature=KDUMP_SIGNATURES[0], header_version=6, utsname=uts, tv_sec=0, tv_usec=0, status=flag, block_size=ps,
         sub_hdr_size=sub_hdr_size, bitmap_blocks=bitmap_blocks, max_mapnr=min(max_mapnr, 0xFFFFFFFF), total_ram_blocks=0,
         device_blocks=0, written_blocks=0, current_cpu=0, nr_cpus=1))
     sub = KdumpSubHeader64.build(dict(
         phys_base=min((s for s, _ in img.ram), default=0), dump_level=dump_level, split=0, start_pfn=0, end_pfn=0,
         offset_vmcoreinfo=offset_vmci, size_vmcoreinfo=len(vmci), offset_note=offset_note, size_note=len(note),
         offset_eraseinfo=0, size_eraseinfo=0, start_pfn_64=0, end_pfn_64=max_mapnr, max_mapnr_64=max_mapnr))
-    with open(path, "wb") as f:
-        f.write(hdr)
-        f.seek(ps)
-        f.write(sub + note)
-        f.seek((1 + sub_hdr_size) * ps)
-        f.write(bm1)
-        f.write(bm2)
-        descs = bytearray()
-        f.seek(data)
-        zero_off = None
-        if dump_level & 1:
-            zero_off = data
-            f.write(bytes(ps))
+    return hdr.ljust(ps, b"\0") + sub + note, sub_hdr_size
+
+
+def _kdump_pages(f: BinaryIO, img: MemoryImage, dumped: list[int], data: int, flag: int, compress: Callable[[bytes], bytes],
+                 dump_level: int) -> bytes:
+    """Write the page data from file offset ``data``; return the page descriptors (page_desc_t) for them."""
+    ps = img.page_size
+    descs = bytearray()
+    f.seek(data)
+    zero_off = None
+    if dump_level & 1:  # makedumpfile -d 1 stores one zero page that every zero page's descriptor shares
+        zero_off = data
+        f.write(bytes(ps))
+        data += ps
+    for pfn in dumped:
+        page = img.pages.get(pfn)
+        if page is None or not any(page):
+            if zero_off is not None:
+                descs += PAGE_DESC.pack(zero_off, ps, 0, 0)
+                continue
+            page = bytearray(ps)
+        raw = bytes(page)
+        comp = compress(raw)
+        if flag and len(comp) < ps:
+            descs += PAGE_DESC.pack(data, len(comp), flag, 0)
+            f.write(comp)
+            data += len(comp)
+        else:
+            descs += PAGE_DESC.pack(data, ps, 0, 0)
+            f.write(raw)
             data += ps
-        for pfn in dumped:
-            page = img.pages.get(pfn)
-            if page is None or not any(page):
-                if zero_off is not None:
-                    descs += PAGE_DESC.pack(zero_off, ps, 0, 0)
-                    continue
-                page = bytearray(ps)
-            raw = bytes(page)
-            comp = compress(raw)
-            if flag and len(comp) < ps:
-                descs += PAGE_DESC.pack(data, len(comp), flag, 0)
-                f.write(comp)
-                data += len(comp)
-            else:
-                descs += PAGE_DESC.pack(data, ps, 0, 0)
-                f.write(raw)
-                data += ps
-        f.seek(pd_base)
-        f.write(descs)
+    return bytes(descs)
 
 
 def _rec(offset: int, size: int) -> bytes:
