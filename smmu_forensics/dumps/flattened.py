@@ -49,7 +49,21 @@ class FlatSource(ByteSource):
         if ftype != FLAT_TYPE_KDUMP or version != FLAT_VERSION:
             raise DumpError(src.name, f"flattened header type {ftype} version {version}, expected 1 and 1")
         self.truncated = False
-        self.records = 0
+        dst, size, srcoff = self._scan(src, progress)
+        self.records = len(dst)
+        starts = np.frombuffer(dst, dtype=np.int64)
+        order = np.argsort(starts, kind="stable")
+        self._start = starts[order]
+        self._size = np.frombuffer(size, dtype=np.int64)[order]
+        self._src = np.frombuffer(srcoff, dtype=np.int64)[order]
+        self._order = order.astype(np.int64)  # write order: later records win
+        ends = self._start + self._size
+        self._prefmax = np.maximum.accumulate(ends) if len(ends) else ends
+        self.size = int(ends.max()) if len(ends) else 0
+        self._overlaps = bool(len(ends) > 1 and np.any(self._start[1:] < self._prefmax[:-1]))
+
+    def _scan(self, src: FileSource, progress: Callable[[int, int], None] | None) -> tuple[array, array, array]:
+        """Every record's (destination offset, size, source offset), in file order; sets ``truncated``."""
         dst = array("q")  # 8 bytes a field: the index costs 24 bytes a record, at most 1.5x the file
         size = array("q")
         srcoff = array("q")
@@ -90,17 +104,7 @@ class FlatSource(ByteSource):
             mm.release()
         if progress is not None:
             progress(total, total)
-        self.records = len(dst)
-        starts = np.frombuffer(dst, dtype=np.int64)
-        order = np.argsort(starts, kind="stable")
-        self._start = starts[order]
-        self._size = np.frombuffer(size, dtype=np.int64)[order]
-        self._src = np.frombuffer(srcoff, dtype=np.int64)[order]
-        self._order = order.astype(np.int64)  # write order: later records win
-        ends = self._start + self._size
-        self._prefmax = np.maximum.accumulate(ends) if len(ends) else ends
-        self.size = int(ends.max()) if len(ends) else 0
-        self._overlaps = bool(len(ends) > 1 and np.any(self._start[1:] < self._prefmax[:-1]))
+        return dst, size, srcoff
 
     def pread(self, offset: int, size: int) -> bytes:
         if size <= 0 or offset < 0 or offset >= self.size:

@@ -59,7 +59,12 @@ def _smmu(s: dict[str, Any]) -> list[str]:
                  for k, f in d["fields"].items() if f["value"] not in (0, "0x0")]
         o.append(_row(name.upper(), d["raw"], ", ".join(parts) or "-"))
     o += ["", "</details>"]
-    o += ["", "### Verdicts", "", "| ruleset | decision | rule | errno | kernel message |", "|---|---|---|---|---|"]
+    o += _verdicts(s)
+    return o + _table(s)
+
+
+def _verdicts(s: dict[str, Any]) -> list[str]:
+    o = ["", "### Verdicts", "", "| ruleset | decision | rule | errno | kernel message |", "|---|---|---|---|---|"]
     for name, v in s["verdicts"].items():
         msg = v["message"] or v["detail"] or ("needs: " + "; ".join(v["unknown"]) if v["unknown"] else "")
         if v["decision"] == "adopt" and v["kernel_log"]:
@@ -74,6 +79,11 @@ def _smmu(s: dict[str, Any]) -> list[str]:
             o += ["", f"{md(name)}, what the kdump kernel prints:", "", "```"] + [line.replace("`", "'") for line in v["kernel_log"]] + ["```"]
         for n in v["notes"]:
             o.append(f"\n{md(name)} note: {md(n)}")
+    return o
+
+
+def _table(s: dict[str, Any]) -> list[str]:
+    o: list[str] = []
     t = s["table"]
     o += ["", "### Stream table", ""]
     if not t.get("format"):

@@ -208,31 +208,7 @@ def _read_cd_table(mem: _SpanReader, key: tuple[int, int, int], budget: list[int
     if fmt in (S1Fmt.LINEAR, S1Fmt.RESERVED):  # 3 is reserved and behaves as linear [S-STE]
         chunks.append((0, ptr, n_ctx))
     else:
-        leaf = CD_LEAF_ENTRIES[S1Fmt(fmt)]
-        n_l1 = -(-n_ctx // leaf)
-        if n_l1 > MAX_L1CD:  # the kernel itself never has more (SSIDSIZE <= 20): 1024 L1CDs
-            ct.truncated = True
-            n_l1 = MAX_L1CD
-        r = mem.read_partial(ptr, n_l1 * 8)
-        ct.holes += r.holes
-        raws = np.frombuffer(r.data, dtype="<u8")
-        known = np.ones(n_l1, dtype=bool)
-        for h in r.holes:
-            known[max(0, (h.start - ptr) // 8) : max(0, -(-(h.end - ptr) // 8))] = False
-        for i in np.flatnonzero(~known)[:64].tolist():
-            ct.l1.append(L1Cd(i, None, L1CdStatus.MISSING))
-        for i in np.flatnonzero(known & (raws != 0)).tolist():
-            raw = int(raws[i])
-            if not get(L.L1CD, raw, "V"):
-                ct.l1.append(L1Cd(i, raw, L1CdStatus.INVALID))
-                continue
-            l2 = linux_get(L.L1CD, raw, "L2PTR")
-            status = L1CdStatus.NULL_L2PTR if l2 == 0 else (
-                L1CdStatus.MISALIGNED_L2PTR if l2 % (leaf * L.CD_BYTES) else L1CdStatus.VALID)
-            ct.l1.append(L1Cd(i, raw, status))
-            if l2:
-                chunks.append((i * leaf, l2, min(leaf, n_ctx)))
-        ct.l1.sort(key=lambda x: x.index)
+        chunks += _read_l1cds(mem, ct, n_ctx)
     ssids, addrs, words = [], [], []
     for first, addr, count in chunks:
         if count > budget[0]:
@@ -258,3 +234,35 @@ def _read_cd_table(mem: _SpanReader, key: tuple[int, int, int], budget: list[int
         ct.addrs = np.concatenate(addrs).astype(np.uint64)
         ct.words = np.concatenate(words)
     return ct
+
+
+def _read_l1cds(mem: _SpanReader, ct: CdTable, n_ctx: int) -> list[tuple[int, int, int]]:
+    """A 2-level CD table's L1CDs into ``ct.l1``; the leaf tables to read, as (first SSID, address, count)."""
+    chunks: list[tuple[int, int, int]] = []
+    ptr = ct.ptr
+    leaf = CD_LEAF_ENTRIES[S1Fmt(ct.s1fmt)]
+    n_l1 = -(-n_ctx // leaf)
+    if n_l1 > MAX_L1CD:  # the kernel itself never has more (SSIDSIZE <= 20): 1024 L1CDs
+        ct.truncated = True
+        n_l1 = MAX_L1CD
+    r = mem.read_partial(ptr, n_l1 * 8)
+    ct.holes += r.holes
+    raws = np.frombuffer(r.data, dtype="<u8")
+    known = np.ones(n_l1, dtype=bool)
+    for h in r.holes:
+        known[max(0, (h.start - ptr) // 8) : max(0, -(-(h.end - ptr) // 8))] = False
+    for i in np.flatnonzero(~known)[:64].tolist():
+        ct.l1.append(L1Cd(i, None, L1CdStatus.MISSING))
+    for i in np.flatnonzero(known & (raws != 0)).tolist():
+        raw = int(raws[i])
+        if not get(L.L1CD, raw, "V"):
+            ct.l1.append(L1Cd(i, raw, L1CdStatus.INVALID))
+            continue
+        l2 = linux_get(L.L1CD, raw, "L2PTR")
+        status = L1CdStatus.NULL_L2PTR if l2 == 0 else (
+            L1CdStatus.MISALIGNED_L2PTR if l2 % (leaf * L.CD_BYTES) else L1CdStatus.VALID)
+        ct.l1.append(L1Cd(i, raw, status))
+        if l2:
+            chunks.append((i * leaf, l2, min(leaf, n_ctx)))
+    ct.l1.sort(key=lambda x: x.index)
+    return chunks

@@ -110,7 +110,6 @@ def _walk(mem: PhysicalMemory, ttb: int, ias: int, pg_shift: int, start: int, st
     root = ttb & genmask(47, 4) & ~(max(64, n_start * 8) - 1)  # low bits below the table size are treated as 0
     seen: set[int] = set()
     stack = [(start, root, 0, n_start)]
-    addr_mask = np.uint64(PTE_ADDR_MASK & ~((1 << pg_shift) - 1))
     while stack:
         level, table, base_iova, n = stack.pop()
         if table in seen:
@@ -123,48 +122,56 @@ def _walk(mem: PhysicalMemory, ttb: int, ias: int, pg_shift: int, start: int, st
         seen.add(table)
         budget.tables -= 1
         w.tables.append((level, table))
-        r = mem.read_partial(table, n * 8)
-        if r.holes:
-            h = r.holes[0]
-            w.problems.append(f"level-{level} table {table:#x} is {h.state.value} in the dump")
-            if len(r.holes) == 1 and h.start <= table and h.end >= table + n * 8:
-                continue
-        desc = np.frombuffer(r.data, dtype="<u8")
-        known = np.ones(n, dtype=bool)
-        for h in r.holes:
-            known[max(0, (h.start - table) // 8) : max(0, -(-(h.end - table) // 8))] = False
-        typ = desc & np.uint64(LPAE_S1.field("TYPE").mask)
-        shift = pg_shift + (3 - level) * bpl
-        idx = np.arange(n, dtype=np.uint64)
-        if level < 3:
-            for i in np.flatnonzero(known & (typ == DescType.TABLE_OR_PAGE)).tolist():
-                stack.append((level + 1, int(desc[i] & addr_mask), base_iova | (i << shift), 1 << bpl))
-            leaf = known & (typ == DescType.BLOCK)
-            if level == 0 or (pg_shift != 12 and level == 1):
-                bad = np.flatnonzero(leaf)
-                if len(bad):
-                    w.problems.append(f"{len(bad)} block descriptor(s) at level {level} in {table:#x}, not allowed for this granule: faults")
-                leaf = np.zeros(n, dtype=bool)
-        else:
-            leaf = known & (typ == DescType.TABLE_OR_PAGE)
-            reserved = np.flatnonzero(known & (typ == DescType.BLOCK))
-            if len(reserved):
-                w.problems.append(f"{len(reserved)} reserved level-3 descriptor(s) in {table:#x}: fault")
-        sel = np.flatnonzero(leaf)
-        if not len(sel):
-            continue
-        size = 1 << shift
-        w.n_leaves += len(sel)
-        w.mapped_bytes += len(sel) * size
-        take = sel[: max(0, min(budget.leaves, max_leaves - len(w.leaves)))]
-        if len(take) < len(sel):
-            w.truncated = True
-        budget.leaves -= len(take)
-        d = desc[take]
-        outs = (d & addr_mask & ~np.uint64(size - 1)).tolist()
-        wr = ((d & np.uint64(AP_RDONLY)) == 0) if stage == 1 else ((d & np.uint64(S2AP_WRITE)) != 0)
-        for i, out, x in zip(idx[take].tolist(), outs, wr.tolist()):
-            w.leaves.append(Leaf(base_iova | (int(i) << shift), out, size, level, bool(x)))
+        _visit(mem, w, stack, level, table, base_iova, n, pg_shift, stage, max_leaves, budget)
     w.tables.sort()
     w.leaves.sort(key=lambda leaf: leaf.iova)
     return w
+
+
+def _visit(mem: PhysicalMemory, w: PgWalk, stack: list[tuple[int, int, int, int]], level: int, table: int, base_iova: int, n: int,
+           pg_shift: int, stage: int, max_leaves: int, budget: Budget) -> None:
+    """Read one table: push its next-level tables, record its leaves (bounded by the budget)."""
+    bpl = pg_shift - 3
+    addr_mask = np.uint64(PTE_ADDR_MASK & ~((1 << pg_shift) - 1))
+    r = mem.read_partial(table, n * 8)
+    if r.holes:
+        h = r.holes[0]
+        w.problems.append(f"level-{level} table {table:#x} is {h.state.value} in the dump")
+        if len(r.holes) == 1 and h.start <= table and h.end >= table + n * 8:
+            return
+    desc = np.frombuffer(r.data, dtype="<u8")
+    known = np.ones(n, dtype=bool)
+    for h in r.holes:
+        known[max(0, (h.start - table) // 8) : max(0, -(-(h.end - table) // 8))] = False
+    typ = desc & np.uint64(LPAE_S1.field("TYPE").mask)
+    shift = pg_shift + (3 - level) * bpl
+    idx = np.arange(n, dtype=np.uint64)
+    if level < 3:
+        for i in np.flatnonzero(known & (typ == DescType.TABLE_OR_PAGE)).tolist():
+            stack.append((level + 1, int(desc[i] & addr_mask), base_iova | (i << shift), 1 << bpl))
+        leaf = known & (typ == DescType.BLOCK)
+        if level == 0 or (pg_shift != 12 and level == 1):
+            bad = np.flatnonzero(leaf)
+            if len(bad):
+                w.problems.append(f"{len(bad)} block descriptor(s) at level {level} in {table:#x}, not allowed for this granule: faults")
+            leaf = np.zeros(n, dtype=bool)
+    else:
+        leaf = known & (typ == DescType.TABLE_OR_PAGE)
+        reserved = np.flatnonzero(known & (typ == DescType.BLOCK))
+        if len(reserved):
+            w.problems.append(f"{len(reserved)} reserved level-3 descriptor(s) in {table:#x}: fault")
+    sel = np.flatnonzero(leaf)
+    if not len(sel):
+        return
+    size = 1 << shift
+    w.n_leaves += len(sel)
+    w.mapped_bytes += len(sel) * size
+    take = sel[: max(0, min(budget.leaves, max_leaves - len(w.leaves)))]
+    if len(take) < len(sel):
+        w.truncated = True
+    budget.leaves -= len(take)
+    d = desc[take]
+    outs = (d & addr_mask & ~np.uint64(size - 1)).tolist()
+    wr = ((d & np.uint64(AP_RDONLY)) == 0) if stage == 1 else ((d & np.uint64(S2AP_WRITE)) != 0)
+    for i, out, x in zip(idx[take].tolist(), outs, wr.tolist()):
+        w.leaves.append(Leaf(base_iova | (int(i) << shift), out, size, level, bool(x)))
