@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from smmu_forensics import __version__
+
+if TYPE_CHECKING:
+    from smmu_forensics.report.types import Report
+
 from smmu_forensics.errors import EXIT_INTERNAL, EXIT_UNKNOWN, EXIT_UNREADABLE, EXIT_USAGE, ForensicsError, UsageError
 
 RULESET_CHOICES = ("v6", "v7", "latest", "all")
@@ -240,7 +244,7 @@ On a live or kdump system: devmem <smmu_base+0x80> 64 (STRTAB_BASE), <+0x88> (ST
 """
 
 
-def _render(report: dict[str, Any], fmt: str) -> None:
+def _render(report: Report, fmt: str) -> None:
     if fmt == "json":
         _emit_json(report)
     elif fmt == "markdown":

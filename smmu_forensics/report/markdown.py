@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from smmu_forensics.report.escape import md
+from smmu_forensics.report.types import FieldShown, Report, SidDetail, SmmuModel
 
 LABEL = {"adopt": "**ADOPT**", "reset": "**FULL RESET**", "no-adopt": "**NO ADOPTION ATTEMPTED**", "unknown": "**UNKNOWN**"}
 
@@ -13,7 +12,7 @@ def _row(*cells: object) -> str:
     return "| " + " | ".join(md(c) if not (isinstance(c, str) and c.startswith("**")) else c for c in cells) + " |"
 
 
-def render(report: dict[str, Any]) -> str:
+def render(report: Report) -> str:
     out: list[str] = ["# smmu-forensics report", ""]
     d = report.get("dump")
     if d:
@@ -26,14 +25,14 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _fields_table(fields: dict[str, Any]) -> list[str]:
+def _fields_table(fields: dict[str, FieldShown]) -> list[str]:
     o = ["| field | value | meaning |", "|---|---|---|"]
     for k, v in fields.items():
         o.append(_row(k, v["value"], v.get("meaning", "")))
     return o
 
 
-def _sid(d: dict[str, Any]) -> list[str]:
+def _sid(d: SidDetail) -> list[str]:
     """``--sid``: the STE with every field, and the CDs behind it."""
     o = ["", f"### SID {md(d.get('sid_hex') or hex(d['sid']))}", ""]
     if not d.get("found"):
@@ -48,7 +47,7 @@ def _sid(d: dict[str, Any]) -> list[str]:
     return o
 
 
-def _smmu(s: dict[str, Any]) -> list[str]:
+def _smmu(s: SmmuModel) -> list[str]:
     o = [f"## SMMU {md(s['name'])}", ""]
     f = s["features"]
     o.append(f"Coherent: {md(f['coherent'])} ({md(f['coherent_basis'])}). SIDSIZE {md(f['sid_bits'])}, "
@@ -63,7 +62,7 @@ def _smmu(s: dict[str, Any]) -> list[str]:
     return o + _table(s)
 
 
-def _verdicts(s: dict[str, Any]) -> list[str]:
+def _verdicts(s: SmmuModel) -> list[str]:
     o = ["", "### Verdicts", "", "| ruleset | decision | rule | errno | kernel message |", "|---|---|---|---|---|"]
     for name, v in s["verdicts"].items():
         msg = v["message"] or v["detail"] or ("needs: " + "; ".join(v["unknown"]) if v["unknown"] else "")
@@ -82,7 +81,7 @@ def _verdicts(s: dict[str, Any]) -> list[str]:
     return o
 
 
-def _table(s: dict[str, Any]) -> list[str]:
+def _table(s: SmmuModel) -> list[str]:
     o: list[str] = []
     t = s["table"]
     o += ["", "### Stream table", ""]
@@ -109,8 +108,8 @@ def _table(s: dict[str, Any]) -> list[str]:
     o += ["", f"STEs: {sm['walked']} walked, {sm['valid']} valid ({md(counts or 'none')}); listed: {sm['listed']} ({md(sm['listing'])})."]
     if t["stes"]:
         o += ["", "| SID | address | config | raw (first 16 bytes) |", "|---|---|---|---|"]
-        for e in t["stes"][:256]:
-            o.append(_row(e["sid_hex"], e["addr"], e["config"] or "not in dump", (e["raw"] or "")[:32]))
+        for ste in t["stes"][:256]:
+            o.append(_row(ste["sid_hex"], ste["addr"], ste["config"] or "not in dump", (ste["raw"] or "")[:32]))
         if len(t["stes"]) > 256:
             o.append(f"\n... {len(t['stes']) - 256} more STEs (see --format json)")
     if "sid_detail" in s:
@@ -118,9 +117,9 @@ def _table(s: dict[str, Any]) -> list[str]:
     if s["dma"]:
         o += ["", "### What in-flight DMA can reach", "", "| stage | SIDs | CD | ASID/VMID | table root | mappings | writable | problems |",
               "|---|---|---|---|---|---|---|---|"]
-        for r in s["dma"][:64]:
-            tag = f"ASID {r['asid']}" if r["kind"] == "s1" else f"VMID {r['vmid']}"
-            o.append(_row(r["kind"], ", ".join(r["sids"][:6]), r["cd"] or "-", tag, r["ttb0"], r["n_leaves"], r["writable_leaves"], len(r["problems"])))
+        for d in s["dma"][:64]:
+            tag = f"ASID {d['asid']}" if d["kind"] == "s1" else f"VMID {d['vmid']}"
+            o.append(_row(d["kind"], ", ".join(d["sids"][:6]), d["cd"] or "-", tag, d["ttb0"], d["n_leaves"], d["writable_leaves"], len(d["problems"])))
     o += ["", "### Findings", ""]
     if not s["findings"]:
         o.append("None.")

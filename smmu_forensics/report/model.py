@@ -14,13 +14,14 @@ changes when a documented key changes).  Nothing here reads memory or judges.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import overload
 
 import numpy as np
 
 from smmu_forensics import __version__
 from smmu_forensics.analysis import Analysis, DumpSummary, SmmuResult
+from smmu_forensics.report import types as T
 from smmu_forensics.rules.base import Verdict
 from smmu_forensics.rules.versions import VERSIONS
 from smmu_forensics.smmu import fields as L
@@ -41,21 +42,22 @@ def hx(v: int | None) -> str | None:
     return None if v is None else f"{v:#x}"
 
 
-def _shown(f: L.Field, x: int, big_hex: bool) -> dict[str, Any]:
+def _shown(f: L.Field, x: int, big_hex: bool) -> T.FieldShown:
     m = f.meaning(x)
-    out: dict[str, Any] = {"value": hx(x) if f.addr or (big_hex and x > 0xFFFF) else x}
+    v = hx(x) if f.addr or (big_hex and x > 0xFFFF) else x
+    out: T.FieldShown = {"value": v if v is not None else x}
     if m:
         out["meaning"] = m
     return out
 
 
-def _fields(lay: L.Layout, value: Callable[[L.Field], int], all_fields: bool, big_hex: bool = True) -> dict[str, Any]:
+def _fields(lay: L.Layout, value: Callable[[L.Field], int], all_fields: bool, big_hex: bool = True) -> dict[str, T.FieldShown]:
     """``{FIELD: {value, meaning}}`` from ``value(field) -> int``: the one way a decoded field is shown.
 
     Zero fields are left out unless ``all_fields``; reserved fields only when set.  Addresses (and,
     with ``big_hex``, values above 0xffff) are hex strings.
     """
-    out: dict[str, Any] = {}
+    out: dict[str, T.FieldShown] = {}
     for f in lay.fields:
         x = value(f)
         if (f.reserved or not all_fields) and not x:
@@ -64,18 +66,18 @@ def _fields(lay: L.Layout, value: Callable[[L.Field], int], all_fields: bool, bi
     return out
 
 
-def _fields_columns(lay: L.Layout, words: np.ndarray) -> list[dict[str, Any]]:
+def _fields_columns(lay: L.Layout, words: np.ndarray) -> list[dict[str, T.FieldShown]]:
     """The non-zero fields of every row, vectorised: work in proportion to the fields that are set.
 
     Equal to ``_fields(lay, ..., all_fields=False)`` row by row (a test holds them equal).
     """
-    rows: list[dict[str, Any]] = [{} for _ in range(len(words))]
+    rows: list[dict[str, T.FieldShown]] = [{} for _ in range(len(words))]
     for f in lay.fields:
         col = vector.field(lay, words, f.name)
         nz = np.flatnonzero(col)
         if not len(nz):
             continue
-        cache: dict[int, dict[str, Any]] = {}
+        cache: dict[int, T.FieldShown] = {}
         for k, x in zip(nz.tolist(), col[nz].tolist()):
             e = cache.get(x)
             if e is None:
@@ -88,9 +90,9 @@ def _by_name(parsed: dict[str, int]) -> Callable[[L.Field], int]:
     return lambda f: parsed[f.name]
 
 
-def decode_registers(regs: Registers) -> dict[str, dict[str, Any]]:
+def decode_registers(regs: Registers) -> dict[str, T.DecodedRegister]:
     """Every named field of every register given (reserved bits only when set)."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, T.DecodedRegister] = {}
     for name, lay in L.REGISTER_LAYOUTS.items():
         val = regs.get(name)
         if val is None:
@@ -99,12 +101,12 @@ def decode_registers(regs: Registers) -> dict[str, dict[str, Any]]:
     return out
 
 
-def decode_struct(lay: L.Layout, words: list[int], all_fields: bool = False) -> dict[str, Any]:
+def decode_struct(lay: L.Layout, words: list[int], all_fields: bool = False) -> dict[str, T.FieldShown]:
     """One structure through the Construct schema."""
     return _fields(lay, _by_name(schemas.parse(lay, b"".join(int(w).to_bytes(8, "little") for w in words))), all_fields)
 
 
-def ste_entries(t: StreamTable, rows: np.ndarray) -> list[dict[str, Any]]:
+def ste_entries(t: StreamTable, rows: np.ndarray) -> list[T.SteRow]:
     """JSON entries of STEs, decoded through the vectorised path (equal to Construct's).
 
     ``fields`` (the decoded non-zero fields) is given for valid STEs whose Config is not abort;
@@ -119,10 +121,10 @@ def ste_entries(t: StreamTable, rows: np.ndarray) -> list[dict[str, Any]]:
     v, cfgs = v_col.tolist(), cfg_col.tolist()
     with_fields = np.flatnonzero(t.known[rows] & (v_col != 0) & (cfg_col != 0))
     decoded = dict(zip(with_fields.tolist(), _fields_columns(L.STE, words[with_fields])))
-    out = []
+    out: list[T.SteRow] = []
     for k in range(len(rows)):
         kn = known[k]
-        e: dict[str, Any] = {
+        e: T.SteRow = {
             "sid": sids[k],
             "sid_hex": hx(sids[k]),
             "addr": hx(addrs[k]),
@@ -138,7 +140,7 @@ def ste_entries(t: StreamTable, rows: np.ndarray) -> list[dict[str, Any]]:
     return out
 
 
-class SteListing:
+class SteListing(Sequence[T.SteRow]):
     """The listed STEs of a table, generated in chunks when asked: ``--all`` on a table of a
     million STEs never holds a million dicts.  Behaves as a read-only sequence for renderers; the
     JSON writer (:mod:`.jsonout`) streams it."""
@@ -151,16 +153,22 @@ class SteListing:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int | slice) -> Any:
+    @overload
+    def __getitem__(self, i: int) -> T.SteRow: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[T.SteRow]: ...
+
+    def __getitem__(self, i: int | slice) -> T.SteRow | list[T.SteRow]:
         if isinstance(i, slice):
             return ste_entries(self.t, self.rows[i])
         return ste_entries(self.t, self.rows[i : i + 1] if i >= 0 else self.rows[i:][:1])[0]
 
-    def chunks(self) -> Iterator[list[dict[str, Any]]]:
+    def chunks(self) -> Iterator[list[T.SteRow]]:
         for a in range(0, len(self.rows), self.CHUNK):
             yield ste_entries(self.t, self.rows[a : a + self.CHUNK])
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[T.SteRow]:
         for c in self.chunks():
             yield from c
 
@@ -168,7 +176,7 @@ class SteListing:
         return list(self) == other
 
 
-def ste_entry(t: StreamTable, k: int, full: bool = False) -> dict[str, Any]:
+def ste_entry(t: StreamTable, k: int, full: bool = False) -> T.SteRow:
     """One STE with every field (``full``) through the Construct schema (``--sid``)."""
     e = ste_entries(t, np.array([k]))[0]
     words = [int(x) for x in t.words[k]]
@@ -177,7 +185,7 @@ def ste_entry(t: StreamTable, k: int, full: bool = False) -> dict[str, Any]:
     return e
 
 
-def table_model(t: StreamTable, list_all: bool) -> dict[str, Any]:
+def table_model(t: StreamTable, list_all: bool) -> T.TableModel:
     g = t.geometry
     valid = t.valid()
     cfg = t.configs()
@@ -208,7 +216,7 @@ def table_model(t: StreamTable, list_all: bool) -> dict[str, Any]:
                 "l2ptr": hx(e.l2ptr) if e.raw is not None else None,
                 "status": e.status.value,
                 "n_stes": e.n_stes,
-                "first_sid": hx(e.index << g.eff_split),
+                "first_sid": f"{e.index << g.eff_split:#x}",
                 "l2_in_dump": e.l2_state.value,
                 "alias_of": e.alias_of,
             }
@@ -238,7 +246,7 @@ def table_model(t: StreamTable, list_all: bool) -> dict[str, Any]:
     }
 
 
-def verdict_model(rs_name: str, v: Verdict) -> dict[str, Any]:
+def verdict_model(rs_name: str, v: Verdict) -> T.VerdictModel:
     return {
         "ruleset": rs_name,
         "title": VERSIONS[rs_name].title,
@@ -258,18 +266,21 @@ def verdict_model(rs_name: str, v: Verdict) -> dict[str, Any]:
     }
 
 
-def sid_detail(t: StreamTable, sid: int) -> dict[str, Any]:
+def sid_detail(t: StreamTable, sid: int) -> T.SidDetail:
     k = t.find_sid(sid)
     if k is None:
         return {"sid": sid, "found": False, "why": "SID outside the walked table (no L1 entry, or beyond the table)"}
-    e = ste_entry(t, k, full=True)
-    e["found"] = True
+    row = ste_entry(t, k, full=True)
+    e: T.SidDetail = {"sid": row["sid"], "found": True, "sid_hex": row["sid_hex"], "addr": row["addr"], "in_dump": row["in_dump"],
+                      "raw": row["raw"], "valid": row["valid"], "config": row["config"], "config_raw": row["config_raw"]}
+    if "fields" in row:
+        e["fields"] = row["fields"]
     words = [int(x) for x in t.words[k]]
     cfg = SteConfig(L.get(L.STE, words, "CONFIG"))
     if t.known[k] and L.get(L.STE, words, "V") and cfg.stage1:
         key = (L.linux_get(L.STE, words, "S1CONTEXTPTR"), L.get(L.STE, words, "S1FMT"), L.get(L.STE, words, "S1CDMAX"))
         ct = t.cd_tables.get(key)
-        cds = []
+        cds: list[T.CdRow] = []
         if ct is not None:
             for j in range(min(len(ct.words), 64)):
                 cw = [int(x) for x in ct.words[j]]
@@ -289,16 +300,16 @@ def sid_detail(t: StreamTable, sid: int) -> dict[str, Any]:
     return e
 
 
-def dma_model(reach: Reach, list_all: bool = False) -> list[dict[str, Any]]:
+def dma_model(reach: Reach, list_all: bool = False) -> list[T.DmaModel]:
     """The translating contexts; ``leaves`` holds the first MAX_DMA_LEAVES mappings, or with
     ``list_all`` every mapping the walk recorded (``n_leaves`` counts them all)."""
-    out = []
+    out: list[T.DmaModel] = []
     n_leaves = None if list_all else MAX_DMA_LEAVES
     for r in reach.contexts:
         w = r.walk
         out.append({
             "kind": r.kind,
-            "sids": [hx(s) for s in r.sids[:64]],
+            "sids": [f"{s:#x}" for s in r.sids[:64]],
             "n_sids": len(r.sids),
             "cd": hx(r.cd_addr),
             "asid": r.tag if r.stage == 1 else None,
@@ -318,10 +329,10 @@ def dma_model(reach: Reach, list_all: bool = False) -> list[dict[str, Any]]:
     return out
 
 
-def smmu_model(s: SmmuResult, list_all: bool = False, sid: int | None = None, with_memory: bool = True) -> dict[str, Any]:
+def smmu_model(s: SmmuResult, list_all: bool = False, sid: int | None = None, with_memory: bool = True) -> T.SmmuModel:
     """One SMMU's part of the report."""
     regs, t = s.regs, s.snapshot.table
-    m: dict[str, Any] = {
+    m: T.SmmuModel = {
         "name": regs.name,
         "registers": regs.json(),
         "decoded_registers": decode_registers(regs),
@@ -345,13 +356,13 @@ def smmu_model(s: SmmuResult, list_all: bool = False, sid: int | None = None, wi
     return m
 
 
-def dump_model(d: DumpSummary | None) -> dict[str, Any] | None:
+def dump_model(d: DumpSummary | None) -> T.DumpModel | None:
     if d is None:
         return None
     return {"path": d.path, "format": d.format, "page_size": d.page_size, "osrelease": d.osrelease}
 
 
-def build(a: Analysis, list_all: bool = False, sid: int | None = None) -> dict[str, Any]:
+def build(a: Analysis, list_all: bool = False, sid: int | None = None) -> T.Report:
     """The whole report for an analysis."""
     return {
         "schema_version": SCHEMA_VERSION,

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from smmu_forensics.report.escape import clean
+from smmu_forensics.report.types import Report, SidDetail, SmmuModel, TableModel
 
 DECISION_STYLE = {
     "adopt": ("ADOPT", "bold green"),
@@ -28,7 +29,7 @@ def T(s: object, style: str = "") -> Text:
     return Text(clean(s), style=style)
 
 
-def render(report: dict[str, Any], console: Console) -> None:
+def render(report: Report, console: Console) -> None:
     d = report.get("dump")
     if d:
         console.print(T(f"dump: {d['path']}  ({d['format']}, page {d['page_size']}"
@@ -38,7 +39,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     _summary(report, console)
 
 
-def _summary(report: dict[str, Any], c: Console) -> None:
+def _summary(report: Report, c: Console) -> None:
     """One line per SMMU: trustworthy or not, at a glance."""
     c.rule(T("summary", "bold"))
     for s in report["smmus"]:
@@ -54,7 +55,7 @@ def _summary(report: dict[str, Any], c: Console) -> None:
     c.print(T(f"exit code {report['exit_code']}", "dim"))
 
 
-def _registers(s: dict[str, Any], c: Console) -> None:
+def _registers(s: SmmuModel, c: Console) -> None:
     rt = Table(title="Registers (as given)", title_justify="left")
     rt.add_column("register")
     rt.add_column("value")
@@ -69,7 +70,7 @@ def _registers(s: dict[str, Any], c: Console) -> None:
     c.print(rt)
 
 
-def _smmu(s: dict[str, Any], c: Console) -> None:
+def _smmu(s: SmmuModel, c: Console) -> None:
     c.rule(T(f"SMMU {s['name']}", "bold"))
     origin = s["registers"].get("origin")
     feats = s["features"]
@@ -87,7 +88,7 @@ def _smmu(s: dict[str, Any], c: Console) -> None:
     _findings(s, c)
 
 
-def _verdicts(s: dict[str, Any], c: Console) -> None:
+def _verdicts(s: SmmuModel, c: Console) -> None:
     vt = Table(title="Would a kdump kernel adopt this stream table?", title_justify="left", expand=False)
     for col in ("ruleset", "decision", "rule", "errno", "kernel message / why"):
         vt.add_column(col)
@@ -115,7 +116,7 @@ def _verdicts(s: dict[str, Any], c: Console) -> None:
             c.print(T(f"  {line}", "dim"))
 
 
-def _table(s: dict[str, Any], t: dict[str, Any], c: Console) -> None:
+def _table(s: SmmuModel, t: TableModel, c: Console) -> None:
     geo = f"table: {t['format']}  base {t['base']}{'  RA' if t['ra'] else ''}  LOG2SIZE {t['log2size']}  SPLIT {t['split']}"
     if t["format"] == "2lvl":
         geo += f"  {t['n_l1']} L1 descriptors ({t['l1_bytes']} bytes)"
@@ -144,7 +145,7 @@ def _table(s: dict[str, Any], t: dict[str, Any], c: Console) -> None:
         c.print(st)
 
 
-def _l1(s: dict[str, Any], t: dict[str, Any], c: Console) -> None:
+def _l1(s: SmmuModel, t: TableModel, c: Console) -> None:
     lt = Table(title="L1 descriptors (non-zero)", title_justify="left")
     for col in ("index", "raw", "span", "L2Ptr", "SIDs", "status", "L2 in dump", *s["verdicts"].keys()):
         lt.add_column(col)
@@ -163,7 +164,7 @@ def _l1(s: dict[str, Any], t: dict[str, Any], c: Console) -> None:
     c.print(lt)
 
 
-def _dma(s: dict[str, Any], c: Console) -> None:
+def _dma(s: SmmuModel, c: Console) -> None:
     if not s["dma"]:
         return
     dt = Table(title="What in-flight DMA can reach (translating contexts and their page tables)", title_justify="left")
@@ -176,7 +177,7 @@ def _dma(s: dict[str, Any], c: Console) -> None:
     c.print(dt)
 
 
-def _findings(s: dict[str, Any], c: Console) -> None:
+def _findings(s: SmmuModel, c: Console) -> None:
     if not s["findings"]:
         c.print(T("findings: none", "green"))
         return
@@ -188,7 +189,7 @@ def _findings(s: dict[str, Any], c: Console) -> None:
     c.print(ft)
 
 
-def _sid(d: dict[str, Any], c: Console) -> None:
+def _sid(d: SidDetail, c: Console) -> None:
     c.rule(T(f"SID {d.get('sid_hex', d['sid'])}"))
     if not d.get("found"):
         c.print(T(d.get("why", "not found"), "yellow"))
