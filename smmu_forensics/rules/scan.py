@@ -178,6 +178,7 @@ def _stage1(ctx: Ctx, st: _Scan) -> None:
     for j in np.flatnonzero(c != 0)[:1].tolist():  # the first CD-table geometry failure, as reported
         st.detail[int(s1[j])] = _describe(CODES[int(c[j])], int(ptr[j]), int(cdmax[j]), int(s1fmt[j]), ctx.regs.ssid_bits)
     verdicts: dict[tuple[int, int, int], tuple[str | None, str, bool]] = {}
+    asid_bits = ctx.regs.asid_bits
     for j in np.flatnonzero((c == 0) & st.known[s1]).tolist():
         k = int(s1[j])
         key = (int(ptr[j]), int(s1fmt[j]), int(cdmax[j]))
@@ -186,7 +187,7 @@ def _stage1(ctx: Ctx, st: _Scan) -> None:
             if ct is None or ct.not_read:
                 verdicts[key] = (None, ct.not_read if ct else "CD table not read", True)
             else:
-                verdicts[key] = _cd_table_error(ctx, ct, ctx.regs.asid_bits)
+                verdicts[key] = _cd_table_error(ctx, ct, asid_bits)
         r, d, unk = verdicts[key]
         if r:
             c[j] = CODE[r]

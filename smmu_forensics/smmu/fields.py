@@ -45,11 +45,11 @@ class Field:
     #: the highest address bit Linux keeps (its GENMASK_ULL(linux_hi, lo)); None: Linux reads all bits
     linux_hi: int | None = None
 
-    @property
+    @cached_property
     def width(self) -> int:
         return self.hi - self.lo + 1
 
-    @property
+    @cached_property
     def mask(self) -> int:
         return genmask(self.hi, self.lo)
 

@@ -80,10 +80,9 @@ def walk_reach(mem: PhysicalMemory, t: StreamTable) -> Reach:
         ct = t.cd_tables.get(key)
         if ct is None or ct.not_read:
             continue
-        for j in range(min(len(ct.words), MAX_CDS_PER_TABLE)):
+        for j, words in enumerate(ct.words[: min(len(ct.words), MAX_CDS_PER_TABLE), :2].tolist()):  # V, AA64, EPD0, ASID; TTB0
             if len(out.contexts) >= MAX_PGWALKS:
                 break
-            words = [int(x) for x in ct.words[j]]
             if not (get(L.CD, words, "V") and get(L.CD, words, "AA64")) or get(L.CD, words, "EPD0"):
                 continue
             ttb = linux_get(L.CD, words, "TTB0")
