@@ -87,13 +87,13 @@ def main() -> None:
     print(f"synth: 1,048,576 STEs ({n_s1} stage-1) + ELF written in {t_synth:.2f} s")
 
     base = [sys.executable, "-m", "smmu_forensics"]
-    for args in (["--version"], ["--help"]):
-        t_cli = min(run(base + args)[0] for _ in range(5))
-        print(f"smmu-forensics {args[0]}: {t_cli * 1000:.0f} ms (best of 5, whole process; python -c pass: "
+    for flag in ("--version", "--help"):
+        t_cli = min(run([*base, flag])[0] for _ in range(5))
+        print(f"smmu-forensics {flag}: {t_cli * 1000:.0f} ms (best of 5, whole process; python -c pass: "
               f"{min(run([sys.executable, '-c', 'pass'])[0] for _ in range(5)) * 1000:.0f} ms)")
     latest = base + ["inspect", dump, "--format", "json", "--rules", "latest"]
-    t_latest = min(run(latest)[0] for _ in range(3))
-    print(f"inspect --format json --rules latest (the maximal table): {t_latest:.2f} s (best of 3, whole process)")
+    t_latest = min(run(latest)[0] for _ in range(5))
+    print(f"inspect --format json --rules latest (the maximal table): {t_latest:.2f} s (best of 5, whole process)")
     cli = base + ["inspect", dump, "--format", "json", "--rules", "all"]
     best, peak_mb, out = None, 0.0, b""
     for _ in range(3):
