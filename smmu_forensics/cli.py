@@ -179,6 +179,27 @@ def xp(dump: str, addr: str, length: str, raw_base: str | None, fmt: str) -> Non
         sys.exit(EXIT_UNKNOWN)
 
 
+# -- dmesg ---------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("dump")
+@click.option("--raw-base", metavar="ADDR", help="the dump is raw physical memory starting at ADDR")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def dmesg(dump: str, raw_base: str | None, fmt: str) -> None:
+    """The crashed kernel's log (its printk ring buffer, found through VMCOREINFO), as dmesg prints it."""
+    from smmu_forensics.discover.printk import LogError, read_log
+    from smmu_forensics.report import kernel_log
+
+    with _open(dump, raw_base) as mem:
+        try:
+            log = read_log(mem)
+        except LogError as exc:
+            raise _Missing(f"{dump}: {exc}") from None
+    if fmt == "json":
+        _emit_json(kernel_log.model(log))
+    else:
+        sys.stdout.write(kernel_log.text(log))
+
+
 class _Missing(ForensicsError):
     exit_code = EXIT_UNKNOWN
 
