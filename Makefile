@@ -52,6 +52,7 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python bench/bench_read.py
 	$(BIN)/python bench/bench_inspect.py
+	$(BIN)/python bench/bench_discover.py
 
 check-captures: $(STAMP)
 	../shared/tools/check-captures .

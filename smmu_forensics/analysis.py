@@ -18,6 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from smmu_forensics.discover.smmus import Discovery, FoundSmmu, discover
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.dumps.sniff import Progress, open_dump, parse_int
 from smmu_forensics.errors import EXIT_OK, EXIT_REJECTED, EXIT_UNKNOWN, UnknownFormat
@@ -25,10 +26,13 @@ from smmu_forensics.rules.base import Decision, Verdict
 from smmu_forensics.rules.engine import evaluate
 from smmu_forensics.rules.findings import Finding, Severity, find
 from smmu_forensics.rules.versions import DEFAULT, VERSIONS
+from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu.registers import Registers, find_sidecar
+from smmu_forensics.smmu.schemas import build
 from smmu_forensics.smmu.snapshot import Snapshot, decode
 
-__all__ = ["Analysis", "DumpSummary", "SmmuResult", "analyze", "analyze_smmu", "open_memory", "rulesets", "exit_code"]
+__all__ = ["Analysis", "DumpSummary", "SmmuResult", "analyze", "analyze_smmu", "open_memory", "rulesets", "exit_code",
+           "discover_registers", "registers_of"]
 
 
 @dataclass
@@ -38,6 +42,12 @@ class SmmuResult:
     snapshot: Snapshot
     verdicts: dict[str, Verdict]
     findings: list[Finding]
+    discovery: FoundSmmu | None = None  # how its registers were found in the dump (None: given by the user)
+
+    @property
+    def devices(self) -> dict[int, list[str]]:
+        """StreamID -> the devices behind it (known when the dump was searched)."""
+        return self.discovery.devices if self.discovery is not None else {}
 
     @property
     def regs(self) -> Registers:
@@ -97,22 +107,72 @@ def open_memory(dump: str, raw_base: int | None = None, progress: Progress | Non
         return open_dump(dump, raw_base=parse_int(str(side_base), f"raw_base in {side}"), progress=progress)
 
 
-def analyze_smmu(mem: PhysicalMemory | None, regs: Registers, names: Sequence[str], max_stes: int | None = None) -> SmmuResult:
+def analyze_smmu(mem: PhysicalMemory | None, regs: Registers, names: Sequence[str], max_stes: int | None = None,
+                 found: FoundSmmu | None = None) -> SmmuResult:
     """Decode one SMMU's tables (when there is memory) and judge them under each ruleset."""
     snap = decode(mem, regs, max_stes)
     verdicts = {name: evaluate(VERSIONS[name], regs, snap.table) for name in names}
-    return SmmuResult(snap, verdicts, find(snap))
+    return SmmuResult(snap, verdicts, find(snap), found)
 
 
 def analyze(mem: PhysicalMemory | None, smmus: Sequence[Registers], names: Sequence[str],
-            fail_on: Severity | None = None, max_stes: int | None = None) -> Analysis:
-    """The whole pipeline over every SMMU of one dump (``mem`` None: registers alone)."""
+            fail_on: Severity | None = None, max_stes: int | None = None, found: Sequence[FoundSmmu] = ()) -> Analysis:
+    """The whole pipeline over every SMMU of one dump (``mem`` None: registers alone); ``found``
+    (from :func:`discover_registers`) says how each register set was found, in the same order."""
     dump = None
     if mem is not None:
         dump = DumpSummary(mem.path, mem.format_name, mem.page_size, mem.vmcoreinfo().get("OSRELEASE"))
     a = Analysis(dump, list(names), fail_on=fail_on)
-    a.smmus = [analyze_smmu(mem, r, names, max_stes) for r in smmus]
+    a.smmus = [analyze_smmu(mem, r, names, max_stes, found[i] if i < len(found) else None) for i, r in enumerate(smmus)]
     return a
+
+
+def discover_registers(mem: PhysicalMemory) -> tuple[Discovery, list[Registers], list[FoundSmmu]]:
+    """Search the dump for its SMMUs; registers for every one whose stream table was found."""
+    d = discover(mem)
+    regs, found = [], []
+    for s in d.smmus:
+        r = registers_of(s)
+        if r is not None:
+            regs.append(r)
+            found.append(s)
+    return d, regs, found
+
+
+def registers_of(s: FoundSmmu) -> Registers | None:
+    """Register values reconstructed from what the dump holds; None when no stream table was found.
+
+    IDR0 carries only the fields the sources give (2-level support, stages, CD2L, ASID/VMID width,
+    COHACC as the kernel decided coherency); its other fields read 0 and nothing judges them.
+    """
+    c = s.copy
+    if c is None:
+        return None
+    f = lambda name: int(bool(s.feature(name)))  # noqa: E731
+    idr0 = {"ST_LEVEL": f("2_LVL_STRTAB"), "S1P": f("TRANS_S1"), "S2P": f("TRANS_S2"), "CD2L": f("2_LVL_CDTAB"),
+            "COHACC": int(bool(s.coherent)), "ASID16": int(c.asid_bits == 16), "VMID16": int(c.vmid_bits == 16)}
+    values: dict[str, object] = {
+        "name": s.name,
+        "strtab_base": c.strtab_base, "strtab_base_cfg": c.strtab_base_cfg,
+        "idr0": _word(L.IDR0, idr0),
+        "cr0": _word(L.CR0, {"SMMUEN": 1}), "cr0ack": _word(L.CR0, {"SMMUEN": 1}), "gerror": 0, "gerrorn": 0,
+    }
+    if c.sid_bits is not None:
+        values["idr1"] = _word(L.IDR1, {"SIDSIZE": c.sid_bits, "SSIDSIZE": c.ssid_bits or 0})
+    oas = {bits: code for code, bits in L.OAS_BITS.items()}.get(s.oas or c.oas or 0)
+    if oas is not None:
+        values["idr5"] = _word(L.IDR5, {"OAS": oas})
+    if s.base is not None:
+        values["base"] = s.base
+    r = Registers.from_mapping(values, "the dump (discovery)")
+    r.name = s.name
+    if s.coherent is not None:
+        r.coherent_override, r.coherent_source = s.coherent, "the kernel's coherency (ARM_SMMU_FEAT_COHERENCY in the log's feature word)"
+    return r
+
+
+def _word(lay: L.Layout, fields: dict[str, int]) -> int:
+    return int.from_bytes(build(lay, fields), "little")
 
 
 def exit_code(smmus: Sequence[SmmuResult], fail_on: Severity | None = None) -> int:

@@ -7,6 +7,7 @@ one line on stderr; an unexpected one is one line too (``SMMU_FORENSICS_DEBUG=1`
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -288,24 +289,32 @@ def _render(report: Report, fmt: str) -> None:
 @click.option("--max-stes", type=click.IntRange(1, 1 << 24), default=None, help="walk at most N STEs (default 2097152)")
 @click.option("--fail-on", type=click.Choice(["critical", "error", "warning"]), default=None,
               help="also exit 1 when a finding of this severity or worse is reported (for CI gates)")
+@click.option("--save-regs", metavar="FILE", help="write the registers used (found in the dump or given) as a --regs file")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], coherent: bool | None, smmu_base: str | None,
-            raw_base: str | None, list_all: bool, sid: str | None, max_stes: int | None, fail_on: str | None, fmt: str,
-            **flags: str | None) -> None:
+            raw_base: str | None, list_all: bool, sid: str | None, max_stes: int | None, fail_on: str | None, save_regs: str | None,
+            fmt: str, **flags: str | None) -> None:
     """Decode each SMMU's stream table in DUMP and judge whether a kdump kernel would adopt it."""
-    from smmu_forensics.analysis import analyze, rulesets
+    from smmu_forensics.analysis import analyze, discover_registers, rulesets
     from smmu_forensics.dumps.sniff import parse_int
     from smmu_forensics.report import model
     from smmu_forensics.rules.findings import Severity
 
     smmus = _gather_regs(dump, regs_files, flags, smmu_base, coherent)
-    if not smmus or not any(r.values for r in smmus):
-        sys.stderr.write(NEED_REGS)
-        sys.exit(EXIT_UNKNOWN)
     sid_n = parse_int(sid, "--sid") if sid is not None else None
     names = rulesets(rules)
     with _open(dump, raw_base) as mem:
-        a = analyze(mem, smmus, names, Severity(fail_on) if fail_on else None, max_stes)
+        found: list = []
+        if not smmus or not any(r.values for r in smmus):
+            d, smmus, found = discover_registers(mem)
+            if not smmus:
+                sys.stderr.write("no SMMU register values given, and the dump does not show them: "
+                                 + "; ".join(d.notes or ["no SMMU in the kernel log, no driver register copy in memory"]) + "\n"
+                                 + NEED_REGS)
+                sys.exit(EXIT_UNKNOWN)
+        if save_regs:
+            _save_regs(save_regs, smmus, f"smmu-forensics {__version__} inspect {dump}")
+        a = analyze(mem, smmus, names, Severity(fail_on) if fail_on else None, max_stes, found)
         report = model.build(a, list_all, sid_n)
         missing_sid = None
         if sid_n is not None and not any(s.get("sid_detail", {}).get("found") for s in report["smmus"]):
@@ -315,6 +324,43 @@ def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], cohe
     if missing_sid:  # the report says why; the exit code says the option asked for nothing there
         raise UsageError(missing_sid)
     sys.exit(report["exit_code"])
+
+
+def _save_regs(path: str, smmus: list, source: str) -> None:
+    from smmu_forensics.smmu.registers import register_file
+
+    try:
+        with open(path, "w") as f:
+            json.dump(register_file(smmus, source), f, indent=1)
+            f.write("\n")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+# -- discover ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("dump")
+@click.option("--raw-base", metavar="ADDR", help="the dump is raw physical memory starting at ADDR")
+@click.option("--save-regs", metavar="FILE", help="write the registers found as a --regs file")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def discover(dump: str, raw_base: str | None, save_regs: str | None, fmt: str) -> None:
+    """Find the SMMUs, their registers and stream tables, and the devices behind each StreamID, in DUMP alone."""
+    from smmu_forensics.analysis import registers_of
+    from smmu_forensics.discover.smmus import discover as run_discovery
+    from smmu_forensics.report import discovery as render
+
+    with _open(dump, raw_base) as mem:
+        d = run_discovery(mem)
+    regs = [registers_of(s) for s in d.smmus]
+    if save_regs:
+        _save_regs(save_regs, [r for r in regs if r is not None], f"smmu-forensics {__version__} discover {dump}")
+    model = render.model(d, regs)
+    if fmt == "json":
+        _emit_json(model)
+    else:
+        sys.stdout.write(render.text(model))
+    if not any(r is not None for r in regs):
+        sys.exit(EXIT_UNKNOWN)
 
 
 # -- regs ----------------------------------------------------------------------------------------

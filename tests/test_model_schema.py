@@ -44,6 +44,8 @@ WHERE = {
     T.L1CdRow: "/$defs/smmu/properties/sid_detail/properties/cd_table/properties/l1cd/items",
     T.CdRow: "/$defs/smmu/properties/sid_detail/properties/cd_table/properties/cds/items",
     T.HoleRow: "/$defs/smmu/properties/sid_detail/properties/cd_table/properties/holes/items",
+    T.DiscoveryModel: "/$defs/smmu/properties/discovery",
+    T.EvidenceRow: "/$defs/smmu/properties/discovery/properties/evidence/items",
 }
 
 

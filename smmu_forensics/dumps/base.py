@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -136,6 +137,21 @@ class PhysicalMemory(abc.ABC):
     def vmcoreinfo(self) -> dict[str, str]:
         """The VMCOREINFO note as key/value pairs (empty if the dump has none)."""
         return {}
+
+    def scan_chunks(self, chunk: int = 8 << 20, overlap: int = 64) -> Iterator[tuple[int, bytes | memoryview, int]]:
+        """Every readable byte, in (address, buffer, owned) pieces for a search: ``buffer`` holds
+        ``owned`` bytes of the piece plus up to ``overlap`` bytes after it (so a pattern that
+        straddles two pieces is seen whole once).  Memory the dump lacks reads as zeros here,
+        which a search for non-zero patterns never matches.  Layers that can skip more (a sparse
+        file's holes) or copy less (a memory map) do so."""
+        for r in self.ranges():
+            if not r.state.readable:
+                continue
+            a = r.start
+            while a < r.end:
+                n = min(chunk, r.end - a)
+                yield a, self.read_partial(a, n + overlap).data, n
+                a += n
 
     def read(self, addr: int, size: int) -> bytes:
         """Exactly ``size`` bytes at ``addr``, or :class:`MemoryMissing` for the first hole."""

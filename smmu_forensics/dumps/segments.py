@@ -9,6 +9,7 @@ vmcore overlaps a RAM PT_LOAD) are resolved once, larger segment first.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from smmu_forensics.dumps.base import (
@@ -123,6 +124,25 @@ class SegmentMemory(PhysicalMemory):
                     holes.append(Hole(pos, pos + n, state, reason))
             pos += n
         return PartialRead(addr, bytes(out), holes)
+
+    def scan_chunks(self, chunk: int = 8 << 20, overlap: int = 64) -> Iterator[tuple[int, bytes | memoryview, int]]:
+        """Zero-copy views of the file's data: segments' sparse holes (zeros) are skipped."""
+        extents = getattr(self.src, "data_extents", None)
+        view = getattr(self.src, "view", None)
+        if extents is None or view is None:
+            yield from super().scan_chunks(chunk, overlap)
+            return
+        for s in self.segments:
+            for off, size in extents(s.offset, s.filesz):
+                pos = off
+                while pos < off + size:
+                    n = min(chunk, off + size - pos)
+                    paddr = s.paddr + (pos - s.offset)
+                    buf = view(pos, min(n + overlap, s.offset + s.filesz - pos))
+                    if buf is None:
+                        buf = self.read_partial(paddr, n + overlap).data
+                    yield paddr, buf, n
+                    pos += n
 
     def page_state(self, addr: int) -> PageState:
         return self._state_at(addr)[0]

@@ -7,6 +7,7 @@ flattened stream (indexed once, see :mod:`smmu_forensics.dumps.flattened`).
 
 from __future__ import annotations
 
+import errno
 import io
 import mmap
 import os
@@ -48,6 +49,9 @@ class ByteSource:
         return _SourceIO(self)
 
 
+MAX_EXTENTS = 1 << 16  # data extents listed per query
+
+
 class FileSource(ByteSource):
     """A regular file, opened read-only and memory-mapped when possible."""
 
@@ -76,6 +80,29 @@ class FileSource(ByteSource):
         if self._mm is not None and size <= MMAP_READ_MAX:
             return self._mm[offset : offset + size]
         return os.pread(self._fd, size, offset)
+
+    def data_extents(self, offset: int, size: int) -> list[tuple[int, int]]:
+        """The parts of ``[offset, offset+size)`` that hold data, as (offset, size): a sparse file's
+        holes (SEEK_HOLE) read as zeros and are left out.  At most MAX_EXTENTS; beyond, the rest whole."""
+        end = min(offset + size, self.size)
+        out: list[tuple[int, int]] = []
+        pos = offset
+        try:
+            while pos < end:
+                if len(out) >= MAX_EXTENTS:
+                    out.append((pos, end - pos))
+                    break
+                data = os.lseek(self._fd, pos, os.SEEK_DATA)
+                if data >= end:
+                    break
+                hole = min(os.lseek(self._fd, data, os.SEEK_HOLE), end)
+                out.append((data, hole - data))
+                pos = hole
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data from pos to the end of the file
+                return out
+            return out + [(pos, end - pos)]  # a filesystem without SEEK_DATA: the rest, whole
+        return out
 
     def view(self, offset: int, size: int) -> memoryview | None:
         """A zero-copy view (mmap) of ``[offset, offset+size)`` if fully inside the file."""

@@ -52,6 +52,11 @@ def _smmu(s: SmmuModel) -> list[str]:
     f = s["features"]
     o.append(f"Coherent: {md(f['coherent'])} ({md(f['coherent_basis'])}). SIDSIZE {md(f['sid_bits'])}, "
              f"SSIDSIZE {md(f['ssid_bits'])}, 2-level capable: {md(f['feat_2lvl_strtab'])}.")
+    if "discovery" in s:
+        disc = s["discovery"]
+        o += ["", f"**No register file: registers found in the dump** ({md(', '.join(disc['sources']))}).", ""]
+        o += [f"- {md(e['what'])}" + (f" (at {md(e['addr'])})" if e["addr"] else "") for e in disc["evidence"]]
+        o += [f"- assumed: {md(a)}" for a in disc["assumptions"]]
     o += ["", "<details><summary>Registers</summary>", "", "| register | value | fields (non-zero) |", "|---|---|---|"]
     for name, d in s.get("decoded_registers", {}).items():
         parts = [f"{k}={f['value']}" + (f" ({f['meaning']})" if "meaning" in f else "")
@@ -107,9 +112,13 @@ def _table(s: SmmuModel) -> list[str]:
     counts = ", ".join(f"{n} {k}" for k, n in sorted(sm["by_config"].items()))
     o += ["", f"STEs: {sm['walked']} walked, {sm['valid']} valid ({md(counts or 'none')}); listed: {sm['listed']} ({md(sm['listing'])})."]
     if t["stes"]:
-        o += ["", "| SID | address | config | raw (first 16 bytes) |", "|---|---|---|---|"]
-        for ste in t["stes"][:256]:
-            o.append(_row(ste["sid_hex"], ste["addr"], ste["config"] or "not in dump", (ste["raw"] or "")[:32]))
+        shown = t["stes"][:256]
+        named = any("devices" in ste for ste in shown)  # a device column when the dump names them
+        o += ["", "| SID |" + (" device |" if named else "") + " address | config | raw (first 16 bytes) |",
+              "|---|" + ("---|" if named else "") + "---|---|---|"]
+        for ste in shown:
+            dev = (", ".join(ste.get("devices", [])) or "-",) if named else ()
+            o.append(_row(ste["sid_hex"], *dev, ste["addr"], ste["config"] or "not in dump", (ste["raw"] or "")[:32]))
         if len(t["stes"]) > 256:
             o.append(f"\n... {len(t['stes']) - 256} more STEs (see --format json)")
     if "sid_detail" in s:

@@ -21,6 +21,7 @@ import numpy as np
 
 from smmu_forensics import __version__
 from smmu_forensics.analysis import Analysis, DumpSummary, SmmuResult
+from smmu_forensics.discover.smmus import FoundSmmu
 from smmu_forensics.report import types as T
 from smmu_forensics.rules.base import Verdict
 from smmu_forensics.rules.versions import VERSIONS
@@ -106,7 +107,7 @@ def decode_struct(lay: L.Layout, words: list[int], all_fields: bool = False) -> 
     return _fields(lay, _by_name(schemas.parse(lay, b"".join(int(w).to_bytes(8, "little") for w in words))), all_fields)
 
 
-def ste_entries(t: StreamTable, rows: np.ndarray) -> list[T.SteRow]:
+def ste_entries(t: StreamTable, rows: np.ndarray, devices: dict[int, list[str]] | None = None) -> list[T.SteRow]:
     """JSON entries of STEs, decoded through the vectorised path (equal to Construct's).
 
     ``fields`` (the decoded non-zero fields) is given for valid STEs whose Config is not abort;
@@ -136,6 +137,8 @@ def ste_entries(t: StreamTable, rows: np.ndarray) -> list[T.SteRow]:
         }
         if k in decoded:
             e["fields"] = decoded[k]
+        if devices and sids[k] in devices:
+            e["devices"] = devices[sids[k]]
         out.append(e)
     return out
 
@@ -147,8 +150,8 @@ class SteListing(Sequence[T.SteRow]):
 
     CHUNK = 8192
 
-    def __init__(self, t: StreamTable, rows: np.ndarray) -> None:
-        self.t, self.rows = t, rows
+    def __init__(self, t: StreamTable, rows: np.ndarray, devices: dict[int, list[str]] | None = None) -> None:
+        self.t, self.rows, self.devices = t, rows, devices
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -161,12 +164,12 @@ class SteListing(Sequence[T.SteRow]):
 
     def __getitem__(self, i: int | slice) -> T.SteRow | list[T.SteRow]:
         if isinstance(i, slice):
-            return ste_entries(self.t, self.rows[i])
-        return ste_entries(self.t, self.rows[i : i + 1] if i >= 0 else self.rows[i:][:1])[0]
+            return ste_entries(self.t, self.rows[i], self.devices)
+        return ste_entries(self.t, self.rows[i : i + 1] if i >= 0 else self.rows[i:][:1], self.devices)[0]
 
     def chunks(self) -> Iterator[list[T.SteRow]]:
         for a in range(0, len(self.rows), self.CHUNK):
-            yield ste_entries(self.t, self.rows[a : a + self.CHUNK])
+            yield ste_entries(self.t, self.rows[a : a + self.CHUNK], self.devices)
 
     def __iter__(self) -> Iterator[T.SteRow]:
         for c in self.chunks():
@@ -185,7 +188,7 @@ def ste_entry(t: StreamTable, k: int, full: bool = False) -> T.SteRow:
     return e
 
 
-def table_model(t: StreamTable, list_all: bool) -> T.TableModel:
+def table_model(t: StreamTable, list_all: bool, devices: dict[int, list[str]] | None = None) -> T.TableModel:
     g = t.geometry
     valid = t.valid()
     cfg = t.configs()
@@ -230,7 +233,7 @@ def table_model(t: StreamTable, list_all: bool) -> T.TableModel:
             "listed": int(len(listed)),
             "listing": "all" if list_all else "valid, config not abort",
         },
-        "stes": SteListing(t, listed),
+        "stes": SteListing(t, listed, devices),
         "truncated": list(t.truncated),
         "cd_tables": [
             {
@@ -246,7 +249,7 @@ def table_model(t: StreamTable, list_all: bool) -> T.TableModel:
     }
 
 
-def verdict_model(rs_name: str, v: Verdict) -> T.VerdictModel:
+def verdict_model(rs_name: str, v: Verdict, assumptions: list[str] | None = None) -> T.VerdictModel:
     return {
         "ruleset": rs_name,
         "title": VERSIONS[rs_name].title,
@@ -263,10 +266,11 @@ def verdict_model(rs_name: str, v: Verdict) -> T.VerdictModel:
         "trail": [{"rule": s.rule, "outcome": s.outcome.value, "detail": s.detail} for s in v.trail],
         "unknown": v.unknown,
         "notes": v.notes,
+        "assumptions": list(assumptions or []),
     }
 
 
-def sid_detail(t: StreamTable, sid: int) -> T.SidDetail:
+def sid_detail(t: StreamTable, sid: int, devices: dict[int, list[str]] | None = None) -> T.SidDetail:
     k = t.find_sid(sid)
     if k is None:
         return {"sid": sid, "found": False, "why": "SID outside the walked table (no L1 entry, or beyond the table)"}
@@ -275,6 +279,8 @@ def sid_detail(t: StreamTable, sid: int) -> T.SidDetail:
                       "raw": row["raw"], "valid": row["valid"], "config": row["config"], "config_raw": row["config_raw"]}
     if "fields" in row:
         e["fields"] = row["fields"]
+    if devices and sid in devices:
+        e["devices"] = devices[sid]
     words = [int(x) for x in t.words[k]]
     cfg = SteConfig(L.get(L.STE, words, "CONFIG"))
     if t.known[k] and L.get(L.STE, words, "V") and cfg.stage1:
@@ -300,7 +306,7 @@ def sid_detail(t: StreamTable, sid: int) -> T.SidDetail:
     return e
 
 
-def dma_model(reach: Reach, list_all: bool = False) -> list[T.DmaModel]:
+def dma_model(reach: Reach, list_all: bool = False, devices: dict[int, list[str]] | None = None) -> list[T.DmaModel]:
     """The translating contexts; ``leaves`` holds the first MAX_DMA_LEAVES mappings, or with
     ``list_all`` every mapping the walk recorded (``n_leaves`` counts them all)."""
     out: list[T.DmaModel] = []
@@ -325,6 +331,7 @@ def dma_model(reach: Reach, list_all: bool = False) -> list[T.DmaModel]:
             "leaves": [{"iova": hx(x.iova), "pa": hx(x.pa), "size": x.size, "writable": x.writable}
                        for x in (w.leaves[:n_leaves] if w else [])],
             "problems": w.problems if w else [],
+            "devices": [n for s in r.sids[:64] for n in (devices or {}).get(s, [])],
         })
     return out
 
@@ -345,15 +352,26 @@ def smmu_model(s: SmmuResult, list_all: bool = False, sid: int | None = None, wi
             "coherent": regs.coherent,
             "coherent_basis": regs.coherent_basis,
         },
-        "table": table_model(t, list_all) if t is not None else {
+        "table": table_model(t, list_all, s.devices) if t is not None else {
             "format": None, "why": "no STRTAB_BASE/STRTAB_BASE_CFG given" if with_memory else "no dump"},
-        "verdicts": {name: verdict_model(name, v) for name, v in s.verdicts.items()},
+        "verdicts": {name: verdict_model(name, v, s.discovery.assumptions if s.discovery else None) for name, v in s.verdicts.items()},
         "findings": [{"id": f.id, "severity": f.severity.value, "where": f.where, "message": f.message} for f in s.findings],
-        "dma": dma_model(s.snapshot.reach, list_all),
+        "dma": dma_model(s.snapshot.reach, list_all, s.devices),
     }
     if sid is not None and t is not None:
-        m["sid_detail"] = sid_detail(t, sid)
+        m["sid_detail"] = sid_detail(t, sid, s.devices)
+    if s.discovery is not None:
+        m["discovery"] = discovery_model(s.discovery)
     return m
+
+
+def discovery_model(f: FoundSmmu) -> T.DiscoveryModel:
+    return {
+        "sources": sorted({e.source for e in f.evidence}),
+        "evidence": [{"what": e.what, "source": e.source, "addr": hx(e.addr)} for e in f.evidence],
+        "assumptions": list(f.assumptions),
+        "notes": [],
+    }
 
 
 def dump_model(d: DumpSummary | None) -> T.DumpModel | None:

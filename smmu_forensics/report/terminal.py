@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from smmu_forensics.report.escape import clean
-from smmu_forensics.report.types import Report, SidDetail, SmmuModel, TableModel
+from smmu_forensics.report.types import DiscoveryModel, Report, SidDetail, SmmuModel, TableModel
 
 DECISION_STYLE = {
     "adopt": ("ADOPT", "bold green"),
@@ -75,6 +75,8 @@ def _smmu(s: SmmuModel, c: Console) -> None:
     origin = s["registers"].get("origin")
     feats = s["features"]
     c.print(T(f"registers from {origin or 'command line'}; coherent={feats['coherent']} ({feats['coherent_basis']})", "dim"))
+    if "discovery" in s:
+        _discovery(s["discovery"], c)
     _registers(s, c)
     _verdicts(s, c)
     t = s["table"]
@@ -86,6 +88,14 @@ def _smmu(s: SmmuModel, c: Console) -> None:
         _sid(s["sid_detail"], c)
     _dma(s, c)
     _findings(s, c)
+
+
+def _discovery(d: DiscoveryModel, c: Console) -> None:
+    c.print(T(f"no register file: found in the dump ({', '.join(d['sources'])})", "bold"))
+    for e in d["evidence"]:
+        c.print(T(f"  {e['what']}" + (f"  [@ {e['addr']}]" if e["addr"] else ""), "dim"))
+    for a in d["assumptions"]:
+        c.print(T(f"  assumed: {a}", "yellow"))
 
 
 def _verdicts(s: SmmuModel, c: Console) -> None:
@@ -133,15 +143,18 @@ def _table(s: SmmuModel, t: TableModel, c: Console) -> None:
               f"listing {sm['listed']} ({sm['listing']})"))
     if t["stes"]:
         st = Table(title="STEs", title_justify="left")
-        for col in ("SID", "address", "V", "config", "key fields"):
+        shown = t["stes"][:512]
+        named = any("devices" in e for e in shown)
+        for col in ("SID", *(("device",) if named else ()), "address", "V", "config", "key fields"):
             st.add_column(col)
-        for e in t["stes"][:512]:
+        for e in shown:
             f = e.get("fields", {})
             keys = " ".join(f"{k}={v['value']}" for k, v in f.items() if k not in ("V", "CONFIG"))
-            st.add_row(T(e["sid_hex"]), T(e["addr"]), T("?" if e["valid"] is None else int(e["valid"])),
+            dev = (T(", ".join(e.get("devices", [])) or "-"),) if named else ()
+            st.add_row(T(e["sid_hex"]), *dev, T(e["addr"]), T("?" if e["valid"] is None else int(e["valid"])),
                        T(e["config"] or "not in dump", "red" if e["config"] in ("bypass", "reserved") else ""), T(keys[:110]))
         if len(t["stes"]) > 512:
-            st.add_row(T(f"... {len(t['stes']) - 512} more (use --format json)"), T(""), T(""), T(""), T(""))
+            st.add_row(T(f"... {len(t['stes']) - 512} more (use --format json)"), *[T("")] * (len(st.columns) - 1))
         c.print(st)
 
 

@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 
 __all__ = ["Report", "DumpModel", "SmmuModel", "Features", "DecodedRegister", "FieldShown", "TableModel", "L1Row", "SteSummary",
            "SteRow", "CdTableRow", "VerdictModel", "L1VerdictRow", "StepRow", "FindingModel", "DmaModel", "PageTableRow",
-           "LeafRow", "SidDetail", "SidCdTable", "L1CdRow", "CdRow", "HoleRow"]
+           "LeafRow", "SidDetail", "SidCdTable", "L1CdRow", "CdRow", "HoleRow", "EvidenceRow", "DiscoveryModel"]
 
 
 class _FieldShown(TypedDict):
@@ -71,6 +71,7 @@ class _SteRow(TypedDict):
 
 class SteRow(_SteRow, total=False):
     fields: dict[str, FieldShown]  # valid STEs whose Config is not abort (every field with --sid)
+    devices: list[str]  # the devices behind this StreamID, when the dump names them ("0000:00:01.0 [1af4:1042] virtio-pci")
 
 
 class CdTableRow(TypedDict):
@@ -135,6 +136,7 @@ class VerdictModel(TypedDict):
     trail: list[StepRow]
     unknown: list[str]
     notes: list[str]
+    assumptions: list[str]  # what the decision takes for granted (registers a dump cannot record)
 
 
 class FindingModel(TypedDict):
@@ -173,6 +175,7 @@ class DmaModel(TypedDict):
     writable_leaves: int
     leaves: list[LeafRow]
     problems: list[str]
+    devices: list[str]
 
 
 class L1CdRow(TypedDict):
@@ -218,6 +221,7 @@ class SidDetail(_SidDetail, total=False):
     config_raw: int | None
     fields: dict[str, FieldShown]
     cd_table: SidCdTable
+    devices: list[str]
 
 
 class _SmmuModel(TypedDict):
@@ -231,8 +235,22 @@ class _SmmuModel(TypedDict):
     dma: list[DmaModel]
 
 
+class EvidenceRow(TypedDict):
+    what: str
+    source: str
+    addr: str | None  # the physical address it was read at
+
+
+class DiscoveryModel(TypedDict):
+    sources: list[str]
+    evidence: list[EvidenceRow]
+    assumptions: list[str]
+    notes: list[str]
+
+
 class SmmuModel(_SmmuModel, total=False):
     sid_detail: SidDetail
+    discovery: DiscoveryModel  # only when the registers were found in the dump, not given
 
 
 class DumpModel(TypedDict):

@@ -226,6 +226,25 @@ class Registers:
         return out
 
 
+def register_file(smmus: list[Registers], source: str) -> dict[str, Any]:
+    """The register-file form (what ``--regs`` reads) of these register sets.
+
+    >>> r = Registers.from_mapping({"strtab_base_cfg": 0x10210, "name": "smmu0"})
+    >>> register_file([r], "test")
+    {'smmus': [{'name': 'smmu0', 'strtab_base_cfg': '0x10210'}], 'source': 'test'}
+    """
+    out = []
+    for r in smmus:
+        m: dict[str, Any] = {"name": r.name}
+        if r.base is not None:
+            m["base"] = f"{r.base:#x}"
+        m.update({k: f"{r.values[k]:#x}" for k in REGISTER_NAMES if k in r.values})
+        if r.coherent_override is not None:
+            m["coherent"] = r.coherent_override
+        out.append(m)
+    return {"smmus": out, "source": source}
+
+
 def load_register_file(path: str) -> list[Registers]:
     """A JSON register file (flat object or ``{"smmus": [...]}``) or a raw MMIO page."""
     try:

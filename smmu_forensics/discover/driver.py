@@ -1,0 +1,93 @@
+"""The arm-smmu-v3 driver's own copy of its stream-table registers, found in kernel memory.
+
+Linux up to 6.11 keeps, in ``struct arm_smmu_device`` (drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h)::
+
+    unsigned long ias, oas, pgsize_bitmap;
+    unsigned int asid_bits, vmid_bits;
+    DECLARE_BITMAP(vmid_map, ARM_SMMU_MAX_VMIDS);     /* 1 << 16 bits */
+    unsigned int ssid_bits, sid_bits;
+    struct arm_smmu_strtab_cfg {
+        __le64 *strtab;                   /* +0  VA of the L1 (or linear) table */
+        dma_addr_t strtab_dma;            /* +8  its PA */
+        struct arm_smmu_strtab_l1_desc *l1_desc;
+        unsigned int num_l1_ents;         /* +24 */
+        u64 strtab_base;                  /* +32 = (strtab_dma & ADDR_MASK) | STRTAB_BASE_RA */
+        u32 strtab_base_cfg;              /* +40 the register value, written verbatim */
+    } strtab_cfg;
+
+so ``strtab_base == strtab_dma | RA`` three words apart is a signature; the fields before it give
+the widths the rules need, and ``ias``/``oas`` are checked against the kernel log.  One pass over
+the dump's readable memory, vectorised, in chunks (bounded memory whatever the dump's size).
+Linux 6.12+ no longer stores the register values (see ../shared/reference/kernel-structs.md):
+not found here yet.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from smmu_forensics.dumps.base import PhysicalMemory
+
+__all__ = ["DriverCopy", "find_driver_copies", "CHUNK"]
+
+CHUNK = 8 << 20  # bytes scanned per read
+RA = 1 << 62  # STRTAB_BASE_RA
+VMID_MAP_BYTES = (1 << 16) // 8  # ARM_SMMU_MAX_VMIDS bits
+MAX_CANDIDATES = 64
+
+
+@dataclass(frozen=True)
+class DriverCopy:
+    """One ``arm_smmu_strtab_cfg`` (6.1 layout) and the widths stored before it."""
+
+    addr: int  # physical address of strtab_cfg
+    strtab_va: int
+    strtab_dma: int
+    num_l1_ents: int
+    strtab_base: int
+    strtab_base_cfg: int
+    sid_bits: int | None = None
+    ssid_bits: int | None = None
+    asid_bits: int | None = None
+    vmid_bits: int | None = None
+    ias: int | None = None
+    oas: int | None = None
+
+
+def find_driver_copies(mem: PhysicalMemory, progress: object = None) -> list[DriverCopy]:
+    """Every place in readable memory that holds a 6.1-layout ``arm_smmu_strtab_cfg``."""
+    hits: list[int] = []
+    for a, buf, owned in mem.scan_chunks(CHUNK, 64):
+        skip = -a % 8  # scan whole words
+        usable = (len(buf) - skip) // 8 * 8
+        if usable < 48:
+            continue
+        w = np.frombuffer(buf, dtype="<u8", count=usable // 8, offset=skip)
+        dma, base = w[:-5], w[3:-2]
+        ok = (base == (dma | np.uint64(RA))) & (dma != 0)
+        if ok.any():
+            ok &= ((dma & np.uint64(0x3F)) == 0) & (dma < np.uint64(1 << 52))
+            hits += [a + skip + 8 * i - 8 for i in np.flatnonzero(ok).tolist() if skip + 8 * i < owned]
+        if len(hits) >= MAX_CANDIDATES:
+            break
+    return [c for c in (_decode(mem, h) for h in hits[:MAX_CANDIDATES]) if c is not None]
+
+
+def _decode(mem: PhysicalMemory, addr: int) -> DriverCopy | None:
+    r = mem.read_partial(addr - 8, 56)
+    if r.holes or addr < 8:
+        return None
+    ssid_bits, sid_bits = struct.unpack_from("<II", r.data, 0)
+    va, dma, _l1desc, n_l1, _pad, base, cfg = struct.unpack_from("<QQQIIQI", r.data, 8)
+    if not (sid_bits <= 32 and ssid_bits <= 20 and n_l1 and n_l1 & (n_l1 - 1) == 0):
+        return None
+    widths = mem.read_partial(addr - 8 - VMID_MAP_BYTES - 32, 32)  # ias, oas, pgsize_bitmap, asid_bits, vmid_bits
+    ias = oas = asid_bits = vmid_bits = None
+    if not widths.holes:
+        ias, oas, _pgsize, asid_bits, vmid_bits = struct.unpack_from("<QQQII", widths.data, 0)
+        if asid_bits not in (8, 16) or vmid_bits not in (8, 16) or not 32 <= ias <= 52 or not 32 <= oas <= 52:
+            ias = oas = asid_bits = vmid_bits = None
+    return DriverCopy(addr, va, dma, n_l1, base, cfg, sid_bits, ssid_bits, asid_bits, vmid_bits, ias, oas)

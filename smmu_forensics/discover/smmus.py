@@ -1,0 +1,220 @@
+"""Find every SMMU of a dump and reconstruct its registers, each value with where it came from.
+
+Sources, cheapest first: VMCOREINFO and the kernel log (each SMMU's device name, ``ias``/``oas`` and
+the driver's feature word; the PCI devices and their drivers; the IORT table's physical address),
+the firmware (IORT on ACPI machines), and the driver's own copy of the stream-table registers in
+kernel memory (:mod:`.driver`).  What no dump records (CR0.SMMUEN, GERROR) is assumed healthy and
+said so.  Nothing here judges; the result feeds the same pipeline as registers given by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from smmu_forensics.discover.driver import DriverCopy, find_driver_copies
+from smmu_forensics.discover.iort import Iort, IortError
+from smmu_forensics.discover.iort import parse as parse_iort
+from smmu_forensics.discover.printk import KernelLog, LogError, read_log
+from smmu_forensics.dumps.base import PhysicalMemory
+
+__all__ = ["Evidence", "FoundSmmu", "PciDevice", "Discovery", "discover", "FEATURES"]
+
+#: the driver's ARM_SMMU_FEAT_* bits (arm-smmu-v3.h, 6.1; 6.12 adds bits 20-22), as the log prints them
+FEATURES = {"2_LVL_STRTAB": 0, "2_LVL_CDTAB": 1, "TT_LE": 2, "TT_BE": 3, "PRI": 4, "ATS": 5, "SEV": 6, "MSI": 7,
+            "COHERENCY": 8, "TRANS_S1": 9, "TRANS_S2": 10, "STALLS": 11, "HYP": 12, "STALL_FORCE": 13, "VAX": 14,
+            "RANGE_INV": 15, "BTM": 16, "SVA": 17, "E2H": 18, "NESTING": 19}
+SMMU_LINE = re.compile(r"^arm-smmu-v3 (?P<dev>\S+): ias (?P<ias>\d+)-bit, oas (?P<oas>\d+)-bit \(features 0x(?P<feat>[0-9a-f]+)\)")
+IORT_LINE = re.compile(r"^ACPI: IORT 0x(?P<pa>[0-9A-Fa-f]{1,16}) (?P<len>[0-9A-Fa-f]{1,8}) ")
+PCI_LINE = re.compile(r"^pci (?P<bdf>[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]): \[(?P<v>[0-9a-f]{4}):(?P<d>[0-9a-f]{4})\] "
+                      r"type (?P<t>[0-9a-f]{2}) class 0x(?P<c>[0-9a-f]{6})")
+GROUP_LINE = re.compile(r"^(?P<drv>\S+) (?P<bdf>[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]): Adding to iommu group (?P<g>\d+)")
+DT_NAME = re.compile(r"^(?P<base>[0-9a-f]+)\.\S+$")  # DT device names: unit address, then the node name
+MAX_IORT = 1 << 16
+
+
+@dataclass(frozen=True)
+class Evidence:
+    what: str
+    source: str
+    addr: int | None = None
+
+
+@dataclass(frozen=True)
+class PciDevice:
+    bdf: str
+    vendor: int
+    device: int
+    cls: int
+    driver: str = ""
+    group: str = ""
+
+    @property
+    def rid(self) -> int:
+        bus, devfn = self.bdf.split(":")[1:]
+        dev, fn = devfn.split(".")
+        return int(bus, 16) << 8 | int(dev, 16) << 3 | int(fn, 16)
+
+    @property
+    def segment(self) -> int:
+        return int(self.bdf.split(":")[0], 16)
+
+    def label(self) -> str:
+        return f"{self.bdf} [{self.vendor:04x}:{self.device:04x}]" + (f" {self.driver}" if self.driver else "")
+
+
+@dataclass
+class FoundSmmu:
+    name: str
+    base: int | None = None
+    features: int | None = None
+    ias: int | None = None
+    oas: int | None = None
+    coherent: bool | None = None
+    copy: DriverCopy | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
+    devices: dict[int, list[str]] = field(default_factory=dict)  # StreamID -> device labels
+
+    def feature(self, name: str) -> bool | None:
+        return None if self.features is None else bool(self.features >> FEATURES[name] & 1)
+
+
+@dataclass
+class Discovery:
+    smmus: list[FoundSmmu] = field(default_factory=list)
+    devices: list[PciDevice] = field(default_factory=list)
+    log: KernelLog | None = None
+    iort: Iort | None = None
+    iort_addr: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def discover(mem: PhysicalMemory) -> Discovery:
+    """Every SMMU the dump shows, its registers' sources, and the devices behind its StreamIDs."""
+    d = Discovery()
+    try:
+        d.log = read_log(mem)
+    except LogError as exc:
+        d.notes.append(f"kernel log: {exc}")
+    lines = [r.text for r in d.log.records] if d.log else []
+    d.smmus = [_from_log(m) for m in map(SMMU_LINE.match, lines) if m]
+    d.devices = _pci_devices(lines)
+    d.iort = _iort(mem, lines, d)
+    copies = find_driver_copies(mem)
+    if not d.smmus and copies:
+        d.smmus = [FoundSmmu(f"smmu{i}") for i in range(len(copies))]
+    _tie(d, copies)
+    for s in d.smmus:
+        _firmware(s, d)
+        _assume(s)
+        _names(s, d)
+    return d
+
+
+def _from_log(m: re.Match) -> FoundSmmu:
+    s = FoundSmmu(m["dev"], features=int(m["feat"], 16), ias=int(m["ias"]), oas=int(m["oas"]))
+    s.evidence.append(Evidence(f"kernel log: {m.group(0)}", "printk ring"))
+    dt = DT_NAME.match(m["dev"])
+    if dt:
+        s.base = int(dt["base"], 16)
+        s.evidence.append(Evidence(f"MMIO base {s.base:#x} from the device-tree device name {m['dev']}", "kernel log"))
+    if s.features is not None:
+        s.coherent = bool(s.features >> FEATURES["COHERENCY"] & 1)
+        s.evidence.append(Evidence(f"coherent={s.coherent}: ARM_SMMU_FEAT_COHERENCY in features {s.features:#x} "
+                                   "(the kernel's own reading of DT dma-coherent / IORT COHACC)", "kernel log"))
+    return s
+
+
+def _pci_devices(lines: list[str]) -> list[PciDevice]:
+    found: dict[str, PciDevice] = {}
+    drivers: dict[str, tuple[str, str]] = {}
+    for t in lines:
+        m = PCI_LINE.match(t)
+        if m and m["bdf"] not in found:
+            found[m["bdf"]] = PciDevice(m["bdf"], int(m["v"], 16), int(m["d"], 16), int(m["c"], 16))
+        g = GROUP_LINE.match(t)
+        if g:
+            drivers[g["bdf"]] = (g["drv"], g["g"])
+    return [PciDevice(p.bdf, p.vendor, p.device, p.cls, *drivers.get(p.bdf, ("", ""))) for p in found.values()]
+
+
+def _iort(mem: PhysicalMemory, lines: list[str], d: Discovery) -> Iort | None:
+    for t in lines:
+        m = IORT_LINE.match(t)
+        if not m:
+            continue
+        pa, n = int(m["pa"], 16), int(m["len"], 16)
+        r = mem.read_partial(pa, min(n, MAX_IORT))
+        if r.holes:
+            d.notes.append(f"IORT at {pa:#x}: not in the dump ({r.holes[0].state.value})")
+            return None
+        try:
+            iort = parse_iort(r.data)
+        except IortError as exc:
+            d.notes.append(f"IORT at {pa:#x} rejected: {exc}")
+            return None
+        d.notes.append(f"IORT at {pa:#x}: {len(iort.smmus)} SMMUv3 node(s), {len(iort.root_complexes)} root complex(es)")
+        d.iort_addr = pa
+        return iort
+    return None
+
+
+def _tie(d: Discovery, copies: list[DriverCopy]) -> None:
+    """Give each SMMU its driver copy: by ias/oas when those tell them apart, else in order."""
+    left = list(copies)
+    for s in d.smmus:
+        match = [c for c in left if c.ias == s.ias and c.oas == s.oas] or ([] if len(d.smmus) > 1 else left)
+        if not match:
+            continue
+        c = match[0]
+        left.remove(c)
+        s.copy = c
+        s.evidence.append(Evidence(f"the driver's arm_smmu_strtab_cfg: STRTAB_BASE {c.strtab_base:#x}, STRTAB_BASE_CFG "
+                                   f"{c.strtab_base_cfg:#x}, {c.num_l1_ents} L1 entries; sid_bits {c.sid_bits}, ssid_bits "
+                                   f"{c.ssid_bits}, asid_bits {c.asid_bits}, vmid_bits {c.vmid_bits}"
+                                   + (f"; ias/oas {c.ias}/{c.oas} as the log says" if c.ias == s.ias and c.oas == s.oas else ""),
+                                   "kernel memory", c.addr))
+    if left:
+        d.notes.append(f"{len(left)} driver register copies not tied to an SMMU of the kernel log: "
+                       + ", ".join(f"{c.addr:#x}" for c in left))
+
+
+def _firmware(s: FoundSmmu, d: Discovery) -> None:
+    if d.iort is None:
+        return
+    nodes = d.iort.smmus
+    node = next((n for n in nodes if n.base == s.base), None) if s.base is not None else (nodes[0] if len(nodes) == 1 else None)
+    if node is None:
+        return
+    pa = d.iort_addr
+    if s.base is None:
+        s.base = node.base
+        s.evidence.append(Evidence(f"MMIO base {node.base:#x} from the IORT SMMUv3 node at offset {node.offset:#x}", "IORT", pa))
+    s.evidence.append(Evidence(f"IORT COHACC override: {'coherent' if node.coherent else 'not coherent'}", "IORT", pa))
+    if s.coherent is None:
+        s.coherent = node.coherent
+
+
+def _assume(s: FoundSmmu) -> None:
+    s.assumptions += [
+        "CR0.SMMUEN=1: the crashed kernel left the SMMU enabled (no dump records MMIO registers)",
+        "GERROR/GERRORN: no active global error, no Service Failure Mode (not recorded in the dump)",
+    ]
+
+
+def _names(s: FoundSmmu, d: Discovery) -> None:
+    """StreamID -> device labels: the IORT's root-complex mappings, or StreamID = RID where the
+    firmware's mapping was not read (QEMU's and most DT hosts' ``iommu-map = <0 &smmu 0 0x10000>``)."""
+    identity = d.iort is None
+    if identity and d.devices:
+        s.assumptions.append("PCI StreamID = requester ID (bus << 8 | devfn): the device tree's iommu-map was not read")
+    for p in d.devices:
+        if identity:
+            sid: int | None = p.rid
+        else:
+            assert d.iort is not None
+            hit = d.iort.stream_id(p.segment, p.rid)
+            sid = hit[1] if hit and (s.base is None or hit[0].base == s.base) else None
+        if sid is not None:
+            s.devices.setdefault(sid, []).append(p.label())
