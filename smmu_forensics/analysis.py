@@ -18,7 +18,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from smmu_forensics.discover.smmus import Discovery, FoundSmmu, discover
+from smmu_forensics.discover.driver import find_driver_copies
+from smmu_forensics.discover.printk import LogError, read_log
+from smmu_forensics.discover.smmus import SMMU_LINE, Discovery, FoundSmmu, discover
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.dumps.sniff import Progress, open_dump, parse_int
 from smmu_forensics.errors import EXIT_OK, EXIT_REJECTED, EXIT_UNKNOWN, UnknownFormat
@@ -110,9 +112,29 @@ def open_memory(dump: str, raw_base: int | None = None, progress: Progress | Non
 def analyze_smmu(mem: PhysicalMemory | None, regs: Registers, names: Sequence[str], max_stes: int | None = None,
                  found: FoundSmmu | None = None) -> SmmuResult:
     """Decode one SMMU's tables (when there is memory) and judge them under each ruleset."""
-    snap = decode(mem, regs, max_stes)
+    recorded = None
+    if mem is not None and found is None and regs.get("strtab_base") is not None and _worth_checking(mem):
+        recorded = find_driver_copies(mem)  # registers given by hand: do they belong to this dump?
+    snap = decode(mem, regs, max_stes, recorded)
     verdicts = {name: evaluate(VERSIONS[name], regs, snap.table) for name in names}
     return SmmuResult(snap, verdicts, find(snap), found)
+
+
+#: registers given by hand are checked against the driver's copy in the dump when searching it is
+#: cheap (a one-pass scan of at most this much readable memory); `discover` searches any size
+CHECK_REGS_MAX_BYTES = 8 << 30
+
+
+def _worth_checking(mem: PhysicalMemory) -> bool:
+    """A kernel whose log shows an SMMUv3 driver, in a dump small enough to search in one pass."""
+    if "SYMBOL(prb)" not in mem.vmcoreinfo():
+        return False
+    try:
+        if not any(SMMU_LINE.match(r.text) for r in read_log(mem).records):
+            return False
+    except LogError:
+        return False
+    return sum(r.size for r in mem.ranges() if r.state.readable) <= CHECK_REGS_MAX_BYTES
 
 
 def analyze(mem: PhysicalMemory | None, smmus: Sequence[Registers], names: Sequence[str],

@@ -119,3 +119,24 @@ def test_iort_parsing_and_every_way_it_can_lie():
         with pytest.raises(IortError):
             parse_iort(raw)
         assert why
+
+
+@needs_captures
+def test_registers_from_another_run_are_flagged():
+    """qemu-panic's dump with acpi-kdump's registers: the kernel recorded another STRTAB_BASE."""
+    code, rep = _inspect(CAPTURE / "mdf-l-d31.kdump", "--regs", str(ACPI / "registers.json"))
+    f = [x for x in rep["smmus"][0]["findings"] if x["id"] == "REG-NOT-THIS-DUMP"]
+    assert f and f[0]["severity"] == "error" and "0x40000000431be000" in f[0]["message"]
+    code, rep = _inspect(CAPTURE / "mdf-l-d31.kdump", "--regs", str(CAPTURE / "registers.json"))
+    assert not [x for x in rep["smmus"][0]["findings"] if x["id"].startswith("REG-")]
+
+
+def test_an_all_invalid_table_with_smmuen_set(tmp_path):
+    from smmu_forensics.synth.scenario import build_scenario, write_outputs
+
+    sc = {"name": "empty", "smmus": [{"name": "smmu0", "stream_table": {"format": "linear", "base": "0x40100000", "log2size": 8,
+                                                                        "fill": "zero"}}]}
+    out = tmp_path / "e.elf"
+    write_outputs(build_scenario(sc), str(out), "elf")
+    code, rep = _inspect(out)
+    assert any(x["id"] == "REG-TABLE-EMPTY" for x in rep["smmus"][0]["findings"]), rep["smmus"][0]["findings"]

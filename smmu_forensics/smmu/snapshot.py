@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from smmu_forensics.discover.driver import DriverCopy
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.smmu.reach import Reach, walk_reach
 from smmu_forensics.smmu.registers import Registers
@@ -30,11 +31,14 @@ class Snapshot:
     regs: Registers
     table: StreamTable | None = None  # None: no table registers, or no dump
     reach: Reach = field(default_factory=Reach)
+    #: the driver's own register copies found in the dump (None: not searched), to check given registers against
+    recorded: list[DriverCopy] | None = None
 
 
-def decode(mem: PhysicalMemory | None, regs: Registers, max_stes: int | None = None) -> Snapshot:
+def decode(mem: PhysicalMemory | None, regs: Registers, max_stes: int | None = None,
+           recorded: list[DriverCopy] | None = None) -> Snapshot:
     """Walk the table the registers describe, its CD tables and the IO page tables behind them."""
     if mem is None:
         return Snapshot(regs)
     t = walk(mem, regs, max_stes=max_stes or MAX_WALK_STES)
-    return Snapshot(regs, t, walk_reach(mem, t) if t is not None else Reach())
+    return Snapshot(regs, t, walk_reach(mem, t) if t is not None else Reach(), recorded)

@@ -25,6 +25,7 @@ def find(snap: Snapshot) -> list[Finding]:
     out = Collector()
     registers.check(snap.regs, out)
     t = snap.table
+    registers.against_dump(snap.regs, snap.recorded, t, out)
     if t is not None:
         geometry.check(snap.regs, t, out)
         l1.check(t, out)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from smmu_forensics.discover.driver import DriverCopy
 from smmu_forensics.rules.findings.collect import Collector, Severity
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu.fields import get
 from smmu_forensics.smmu.registers import Registers
+from smmu_forensics.smmu.table import StreamTable
 
-__all__ = ["check"]
+__all__ = ["check", "against_dump"]
 
 
 def check(regs: Registers, out: Collector) -> None:
@@ -31,6 +33,28 @@ def check(regs: Registers, out: Collector) -> None:
     idr1, idr0 = regs.get("idr1"), regs.get("idr0")
     if idr0 is not None and idr1 is not None and get(L.IDR1, idr1, "SIDSIZE") >= 7 and get(L.IDR0, idr0, "ST_LEVEL") == 0:
         out.add("REG-IDR-INCONSISTENT", Severity.WARNING, "IDR0/IDR1", "SIDSIZE >= 7 requires IDR0.ST_LEVEL != 0 [S-IDR1]")
+
+
+def against_dump(regs: Registers, recorded: list[DriverCopy] | None, t: StreamTable | None, out: Collector) -> None:
+    """Registers given by hand that do not belong to this dump: another run's file, another machine's."""
+    sb = regs.get("strtab_base")
+    if sb is None:
+        return
+    base = L.linux_get(L.STRTAB_BASE, sb, "ADDR")
+    if recorded:
+        mine = [c for c in recorded if L.linux_get(L.STRTAB_BASE, c.strtab_base, "ADDR") == base]
+        if not mine:
+            seen = ", ".join(f"{c.strtab_base:#x} (at {c.addr:#x})" for c in recorded[:4])
+            out.add("REG-NOT-THIS-DUMP", Severity.ERROR, "STRTAB_BASE",
+                    f"STRTAB_BASE {sb:#x} is not what the crashed kernel recorded ({seen}): these registers may belong to another run")
+        elif mine[0].strtab_base_cfg != regs.get("strtab_base_cfg"):
+            out.add("REG-NOT-THIS-DUMP", Severity.ERROR, "STRTAB_BASE_CFG",
+                    f"STRTAB_BASE_CFG {regs.get('strtab_base_cfg')} is not the {mine[0].strtab_base_cfg:#x} the crashed kernel recorded")
+    cr0 = regs.get("cr0")
+    if t is not None and len(t.words) and cr0 is not None and get(L.CR0, cr0, "SMMUEN") and t.known.all() and not t.valid().any():
+        out.add("REG-TABLE-EMPTY", Severity.ERROR, "STRTAB_BASE",
+                f"SMMUEN=1 but not one of the {len(t.words)} STEs walked at {base:#x} is valid: a table Linux never leaves; "
+                "the registers may not belong to this dump")
 
 
 def _gerror(regs: Registers, out: Collector) -> None:
