@@ -140,3 +140,63 @@ def test_an_all_invalid_table_with_smmuen_set(tmp_path):
     write_outputs(build_scenario(sc), str(out), "elf")
     code, rep = _inspect(out)
     assert any(x["id"] == "REG-TABLE-EMPTY" for x in rep["smmus"][0]["findings"]), rep["smmus"][0]["findings"]
+
+
+def _fdt(nodes: list[tuple[int, str, dict[str, bytes]]], total_pad: int = 0) -> bytes:
+    """A minimal FDT: (depth, name, props) in document order."""
+    strings, names, blk = b"", {}, b""
+    for name in sorted({k for _, _, p in nodes for k in p}):
+        names[name] = len(strings)
+        strings += name.encode() + b"\0"
+    depth = 0
+    for d, name, props in nodes:
+        while depth > d:
+            blk += struct.pack(">I", 2)
+            depth -= 1
+        nb = name.encode() + b"\0"
+        blk += struct.pack(">I", 1) + nb + b"\0" * (-len(nb) % 4)
+        for k, v in props.items():
+            blk += struct.pack(">III", 3, len(v), names[k]) + v + b"\0" * (-len(v) % 4)
+        depth = d + 1
+    blk += struct.pack(">I", 2) * depth + struct.pack(">I", 9)
+    off_struct = 40
+    off_strings = off_struct + len(blk)
+    total = off_strings + len(strings) + total_pad
+    return struct.pack(">10I", 0xD00DFEED, total, off_struct, off_strings, 0, 17, 16, 0, len(strings), len(blk)) + blk + strings
+
+
+def test_device_tree_smmu_and_iommu_map():
+    from smmu_forensics.discover.fdt import FdtError
+    from smmu_forensics.discover.fdt import parse as parse_fdt
+
+    cells = lambda *c: struct.pack(f">{len(c)}I", *c)  # noqa: E731
+    blob = _fdt([(0, "", {"#address-cells": cells(2)}),
+                 (1, "smmuv3@9050000", {"compatible": b"arm,smmu-v3\0", "reg": cells(0, 0x9050000, 0, 0x20000),
+                                        "dma-coherent": b"", "phandle": cells(7)}),
+                 (1, "pcie@10000000", {"iommu-map": cells(0, 7, 0x1000, 0x100)}),
+                 (1, "dma@1000", {"iommus": cells(7, 0x42)})])
+    dt = parse_fdt(blob)
+    (smmu,) = dt.smmus()
+    assert (smmu.path, smmu.base, smmu.coherent, smmu.phandle) == ("/smmuv3@9050000", 0x9050000, True, 7)
+    assert dt.iommu_maps(7) == [("/pcie@10000000", 0, 0x1000, 0x100)] and dt.iommus(7) == [("/dma@1000", 0x42)]
+    lies = {
+        "size past the bytes": blob[:4] + struct.pack(">I", len(blob) + 64) + blob[8:],
+        "bad token": blob[:40] + struct.pack(">I", 7) + blob[44:],
+        "magic": b"\xd0\x0d\xfe\xee" + blob[4:],
+        "too deep": _fdt([(i, f"n{i}", {}) for i in range(40)]),
+    }
+    for why, raw in lies.items():
+        with pytest.raises(FdtError):
+            parse_fdt(raw)
+        assert why
+
+
+@needs_captures
+def test_device_tree_read_from_the_dt_capture():
+    p = run_cli("discover", str(CAPTURE / "mdf-l-d31.kdump"), "--format", "json")
+    s = json.loads(p.stdout)["smmus"][0]
+    what = [e["what"] for e in s["evidence"] if e["source"] == "device tree"]
+    assert "device tree node /smmuv3@9050000: dma-coherent" in what
+    assert any("/pcie@10000000 iommu-map" in w for w in what)
+    assert not any("requester ID" in a for a in s["assumptions"])  # read, not assumed
+    assert s["devices"]["0x100"] == ["0000:01:00.0 [1af4:1041] virtio-pci"]

@@ -31,7 +31,7 @@ import numpy as np
 
 from smmu_forensics.dumps.base import PhysicalMemory
 
-__all__ = ["DriverCopy", "find_driver_copies", "CHUNK"]
+__all__ = ["DriverCopy", "ScanHits", "find_driver_copies", "scan", "CHUNK"]
 
 CHUNK = 8 << 20  # bytes scanned per read
 RA = 1 << 62  # STRTAB_BASE_RA
@@ -57,15 +57,35 @@ class DriverCopy:
     oas: int | None = None
 
 
-def find_driver_copies(mem: PhysicalMemory, progress: object = None) -> list[DriverCopy]:
+FDT_MAGIC_LE = 0xEDFE0DD0  # the bytes d0 0d fe ed (FDT magic, big-endian) read as a little-endian u32
+
+
+@dataclass
+class ScanHits:
+    """What one pass over memory found: driver register copies (decoded) and FDT blob candidates."""
+
+    copies: list[DriverCopy]
+    fdts: list[int]
+
+
+def find_driver_copies(mem: PhysicalMemory) -> list[DriverCopy]:
     """Every place in readable memory that holds a 6.1-layout ``arm_smmu_strtab_cfg``."""
+    return scan(mem).copies
+
+
+def scan(mem: PhysicalMemory) -> ScanHits:
+    """One pass over the dump's readable memory for every signature discovery uses."""
     hits: list[int] = []
+    fdts: list[int] = []
     for a, buf, owned in mem.scan_chunks(CHUNK, 64):
         skip = -a % 8  # scan whole words
         usable = (len(buf) - skip) // 8 * 8
         if usable < 48:
             continue
         w = np.frombuffer(buf, dtype="<u8", count=usable // 8, offset=skip)
+        if len(fdts) < MAX_CANDIDATES:
+            fdts += [a + skip + 8 * i for i in np.flatnonzero((w & np.uint64(0xFFFFFFFF)) == np.uint64(FDT_MAGIC_LE)).tolist()
+                     if skip + 8 * i < owned][:MAX_CANDIDATES]
         dma, base = w[:-5], w[3:-2]
         ok = (base == (dma | np.uint64(RA))) & (dma != 0)
         if ok.any():
@@ -73,7 +93,7 @@ def find_driver_copies(mem: PhysicalMemory, progress: object = None) -> list[Dri
             hits += [a + skip + 8 * i - 8 for i in np.flatnonzero(ok).tolist() if skip + 8 * i < owned]
         if len(hits) >= MAX_CANDIDATES:
             break
-    return [c for c in (_decode(mem, h) for h in hits[:MAX_CANDIDATES]) if c is not None]
+    return ScanHits([c for c in (_decode(mem, h) for h in hits[:MAX_CANDIDATES]) if c is not None], fdts[:MAX_CANDIDATES])
 
 
 def _decode(mem: PhysicalMemory, addr: int) -> DriverCopy | None:

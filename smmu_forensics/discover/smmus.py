@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from smmu_forensics.discover.driver import DriverCopy, find_driver_copies
+from smmu_forensics.discover.driver import DriverCopy, scan
+from smmu_forensics.discover.fdt import MAX_FDT, DeviceTree, FdtError
+from smmu_forensics.discover.fdt import parse as parse_fdt
 from smmu_forensics.discover.iort import Iort, IortError
 from smmu_forensics.discover.iort import parse as parse_iort
 from smmu_forensics.discover.printk import KernelLog, LogError, read_log
@@ -87,6 +89,8 @@ class Discovery:
     log: KernelLog | None = None
     iort: Iort | None = None
     iort_addr: int | None = None
+    dt: DeviceTree | None = None
+    dt_addr: int | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -101,7 +105,9 @@ def discover(mem: PhysicalMemory) -> Discovery:
     d.smmus = [_from_log(m) for m in map(SMMU_LINE.match, lines) if m]
     d.devices = _pci_devices(lines)
     d.iort = _iort(mem, lines, d)
-    copies = find_driver_copies(mem)
+    hits = scan(mem)
+    copies = hits.copies
+    d.dt, d.dt_addr = _device_tree(mem, hits.fdts, d)
     if not d.smmus and copies:
         d.smmus = [FoundSmmu(f"smmu{i}") for i in range(len(copies))]
     _tie(d, copies)
@@ -160,6 +166,28 @@ def _iort(mem: PhysicalMemory, lines: list[str], d: Discovery) -> Iort | None:
     return None
 
 
+def _device_tree(mem: PhysicalMemory, candidates: list[int], d: Discovery) -> tuple[DeviceTree | None, int | None]:
+    """The first FDT blob that parses and describes an SMMUv3 (arm64 keeps the boot DT in RAM)."""
+    for pa in candidates:
+        head = mem.read_partial(pa, 8)
+        if head.holes:
+            continue
+        total = int.from_bytes(head.data[4:8], "big")
+        r = mem.read_partial(pa, min(total, MAX_FDT))
+        if r.holes:
+            d.notes.append(f"device tree at {pa:#x}: not all in the dump")
+            continue
+        try:
+            dt = parse_fdt(r.data)
+        except FdtError as exc:
+            d.notes.append(f"device tree candidate at {pa:#x} rejected: {exc}")
+            continue
+        if dt.smmus():
+            d.notes.append(f"device tree at {pa:#x}: {len(dt.nodes)} nodes, {len(dt.smmus())} SMMUv3 node(s)")
+            return dt, pa
+    return None, None
+
+
 def _tie(d: Discovery, copies: list[DriverCopy]) -> None:
     """Give each SMMU its driver copy: by ias/oas when those tell them apart, else in order."""
     left = list(copies)
@@ -181,6 +209,13 @@ def _tie(d: Discovery, copies: list[DriverCopy]) -> None:
 
 
 def _firmware(s: FoundSmmu, d: Discovery) -> None:
+    if d.dt is not None:
+        dtn = next((n for n in d.dt.smmus() if n.base == s.base), None)
+        if dtn is not None:
+            s.evidence.append(Evidence(f"device tree node {dtn.path}: {'dma-coherent' if dtn.coherent else 'no dma-coherent'}",
+                                       "device tree", d.dt_addr))
+            if s.coherent is None:
+                s.coherent = dtn.coherent
     if d.iort is None:
         return
     nodes = d.iort.smmus
@@ -203,15 +238,33 @@ def _assume(s: FoundSmmu) -> None:
     ]
 
 
+def _dt_maps(s: FoundSmmu, d: Discovery) -> list[tuple[str, int, int, int]] | None:
+    if d.dt is None:
+        return None
+    node = next((n for n in d.dt.smmus() if n.base == s.base), None)
+    if node is None or node.phandle is None:
+        return None
+    for path, sid in d.dt.iommus(node.phandle):
+        s.devices.setdefault(sid, []).append(path)
+    maps = d.dt.iommu_maps(node.phandle)
+    for path, rid_base, sid_base, length in maps:
+        s.evidence.append(Evidence(f"{path} iommu-map: RIDs {rid_base:#x}-{rid_base + length - 1:#x} -> StreamIDs from {sid_base:#x}",
+                                   "device tree", d.dt_addr))
+    return maps
+
+
 def _names(s: FoundSmmu, d: Discovery) -> None:
-    """StreamID -> device labels: the IORT's root-complex mappings, or StreamID = RID where the
-    firmware's mapping was not read (QEMU's and most DT hosts' ``iommu-map = <0 &smmu 0 0x10000>``)."""
-    identity = d.iort is None
+    """StreamID -> device labels: the IORT's root-complex mappings, the DT's ``iommu-map`` (and
+    platform devices' ``iommus``), or StreamID = RID where neither was read."""
+    maps = _dt_maps(s, d)
+    identity = d.iort is None and maps is None
     if identity and d.devices:
-        s.assumptions.append("PCI StreamID = requester ID (bus << 8 | devfn): the device tree's iommu-map was not read")
+        s.assumptions.append("PCI StreamID = requester ID (bus << 8 | devfn): no IORT or device-tree iommu-map was read")
     for p in d.devices:
-        if identity:
-            sid: int | None = p.rid
+        if maps is not None:
+            sid = next((sb + p.rid - rb for _, rb, sb, n in maps if rb <= p.rid < rb + n), None)
+        elif identity:
+            sid = p.rid
         else:
             assert d.iort is not None
             hit = d.iort.stream_id(p.segment, p.rid)
