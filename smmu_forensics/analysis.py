@@ -172,10 +172,17 @@ def registers_of(s: FoundSmmu) -> Registers | None:
         return None
     f = lambda name: int(bool(s.feature(name)))  # noqa: E731
     idr0 = {"ST_LEVEL": f("2_LVL_STRTAB"), "S1P": f("TRANS_S1"), "S2P": f("TRANS_S2"), "CD2L": f("2_LVL_CDTAB"),
-            "COHACC": int(bool(s.coherent)), "ASID16": int(c.asid_bits == 16), "VMID16": int(c.vmid_bits == 16)}
+            "COHACC": int(bool(s.coherent)), "ASID16": int(c.asid_bits != 8), "VMID16": int(c.vmid_bits != 8)}
+    base, cfg = c.strtab_base, c.strtab_base_cfg
+    if base is None or cfg is None:  # 6.12: rebuilt as arm_smmu_write_strtab() builds them
+        base = _word(L.STRTAB_BASE, {"ADDR": c.strtab_dma & L.STRTAB_BASE.field("ADDR").linux_mask, "RA": 1})
+        cfg = _word(L.STRTAB_BASE_CFG, {"FMT": L.StrtabFmt.TWO_LEVEL, "SPLIT": L.STRTAB_SPLIT,
+                                        "LOG2SIZE": c.num_l1_ents.bit_length() - 1 + L.STRTAB_SPLIT})
+    if c.asid_bits is None:
+        s.assumptions.append("ASID and VMID widths taken as 16 bits: this kernel's layout does not record them where they were looked for")
     values: dict[str, object] = {
         "name": s.name,
-        "strtab_base": c.strtab_base, "strtab_base_cfg": c.strtab_base_cfg,
+        "strtab_base": base, "strtab_base_cfg": cfg,
         "idr0": _word(L.IDR0, idr0),
         "cr0": _word(L.CR0, {"SMMUEN": 1}), "cr0ack": _word(L.CR0, {"SMMUEN": 1}), "gerror": 0, "gerrorn": 0,
     }

@@ -126,7 +126,7 @@ def test_registers_from_another_run_are_flagged():
     """qemu-panic's dump with acpi-kdump's registers: the kernel recorded another STRTAB_BASE."""
     code, rep = _inspect(CAPTURE / "mdf-l-d31.kdump", "--regs", str(ACPI / "registers.json"))
     f = [x for x in rep["smmus"][0]["findings"] if x["id"] == "REG-NOT-THIS-DUMP"]
-    assert f and f[0]["severity"] == "error" and "0x40000000431be000" in f[0]["message"]
+    assert f and f[0]["severity"] == "error" and "table 0x431be000" in f[0]["message"]
     code, rep = _inspect(CAPTURE / "mdf-l-d31.kdump", "--regs", str(CAPTURE / "registers.json"))
     assert not [x for x in rep["smmus"][0]["findings"] if x["id"].startswith("REG-")]
 
@@ -200,3 +200,23 @@ def test_device_tree_read_from_the_dt_capture():
     assert any("/pcie@10000000 iommu-map" in w for w in what)
     assert not any("requester ID" in a for a in s["assumptions"])  # read, not assumed
     assert s["devices"]["0x100"] == ["0000:01:00.0 [1af4:1041] virtio-pci"]
+
+
+def test_linux_612_layout_rebuilds_the_registers(tmp_path):
+    """6.12 keeps {l1tab VA, l2ptrs VA, l1_dma, num_l1_ents}: found by the VA/PA pair, registers rebuilt."""
+    from smmu_forensics.analysis import registers_of
+    from smmu_forensics.discover.smmus import FoundSmmu
+
+    img = MemoryImage()
+    img.ram = [(0x40000000, 0x200000)]
+    at = 0x40100000 + 0x80
+    l1_dma = 0x40180000
+    img.write(at - 8, struct.pack("<II", 0, 16))  # ssid_bits, sid_bits
+    img.write(at, struct.pack("<QQQI", 0xFFFF000000000000 + (l1_dma - 0x40000000), 0xFFFF000000190000, l1_dma, 256))
+    img.write(l1_dma + 8, struct.pack("<Q", 0x40190000 | 9))  # L1[1]: an L2 table, as Linux writes it
+    write_elf(img, str(tmp_path / "d.elf"))  # synth's VMCOREINFO: VA_BITS 48, PHYS_OFFSET the RAM's start
+    with open_dump(str(tmp_path / "d.elf")) as mem:
+        (c,) = find_driver_copies(mem)
+    assert (c.layout, c.addr, c.strtab_dma, c.num_l1_ents, c.sid_bits, c.strtab_base) == ("6.12", at, l1_dma, 256, 16, None)
+    regs = registers_of(FoundSmmu("smmu0", copy=c, features=0x8305, coherent=True))
+    assert regs is not None and (regs.get("strtab_base"), regs.get("strtab_base_cfg")) == (l1_dma | 1 << 62, 0x10210)

@@ -43,3 +43,41 @@ def test_dmesg_json_on_the_acpi_kdump_capture():
 def test_dmesg_without_the_ring_is_exit_4():
     p = run_cli("dmesg", str(CARVED))
     assert p.returncode == 4 and p.stderr.count(b"\n") == 1 and b"kernel log not readable" in p.stderr
+
+
+PRINTK_LAYOUT = {  # the capture's 6.1 VMCOREINFO entries for the ring (sizes and offsets)
+    "OFFSET(printk_ringbuffer.desc_ring)": "0", "OFFSET(printk_ringbuffer.text_data_ring)": "48",
+    "OFFSET(prb_desc_ring.count_bits)": "0", "OFFSET(prb_desc_ring.descs)": "8", "OFFSET(prb_desc_ring.infos)": "16",
+    "OFFSET(prb_desc_ring.head_id)": "24", "OFFSET(prb_desc_ring.tail_id)": "32", "OFFSET(prb_data_ring.size_bits)": "0",
+    "OFFSET(prb_data_ring.data)": "8", "SIZE(prb_desc)": "24", "SIZE(printk_info)": "88", "OFFSET(atomic_long_t.counter)": "0",
+    "OFFSET(prb_desc.state_var)": "0", "OFFSET(prb_desc.text_blk_lpos)": "8", "OFFSET(prb_data_blk_lpos.begin)": "0",
+    "OFFSET(prb_data_blk_lpos.next)": "8", "OFFSET(printk_info.seq)": "0", "OFFSET(printk_info.ts_nsec)": "8",
+    "OFFSET(printk_info.text_len)": "16", "OFFSET(printk_info.dev_info)": "24", "OFFSET(dev_printk_info.subsystem)": "0",
+    "OFFSET(dev_printk_info.device)": "16",
+}
+
+
+@pytest.mark.parametrize("garbage", ["random", "huge-ring", "pointer-out", "head-before-tail"])
+def test_a_garbage_printk_ring_is_one_line_and_exit_4(tmp_path, garbage):
+    import random
+    import struct
+
+    from smmu_forensics.synth.image import MemoryImage
+    from smmu_forensics.synth.writers import write_elf
+
+    img = MemoryImage()
+    img.ram = [(0x40000000, 0x400000)]
+    img.vmcoreinfo = {"SYMBOL(prb)": "ffff800008000000", **PRINTK_LAYOUT}  # pa = va - kimage_voffset = 0x40200000
+    rnd = random.Random(garbage)
+    img.write(0x40200000, struct.pack("<Q", 0xFFFF800008000100))  # prb -> the ring struct at 0x40200100
+    ring = {
+        "random": bytes(rnd.getrandbits(8) for _ in range(96)),
+        "huge-ring": struct.pack("<QQQQQ", 40, 0, 0, 0, 0) + struct.pack("<QQ", 40, 0) + bytes(32),
+        "pointer-out": struct.pack("<QQQQQ", 4, 0xFFFF00FFFFFF0000, 0xFFFF00FFFFFF0000, 5, 1) + struct.pack("<QQ", 10, 0) + bytes(32),
+        "head-before-tail": struct.pack("<QQQQQ", 4, 0xFFFF000000210000, 0xFFFF000000210000, 1, 1 << 40)
+        + struct.pack("<QQ", 10, 0xFFFF000000210000) + bytes(32),
+    }[garbage]
+    img.write(0x40200100, ring)
+    write_elf(img, str(tmp_path / "g.elf"))
+    p = run_cli("dmesg", str(tmp_path / "g.elf"))
+    assert p.returncode == 4 and p.stderr.count(b"\n") == 1 and b"Traceback" not in p.stderr, p.stderr

@@ -18,8 +18,13 @@ Linux up to 6.11 keeps, in ``struct arm_smmu_device`` (drivers/iommu/arm/arm-smm
 so ``strtab_base == strtab_dma | RA`` three words apart is a signature; the fields before it give
 the widths the rules need, and ``ias``/``oas`` are checked against the kernel log.  One pass over
 the dump's readable memory, vectorised, in chunks (bounded memory whatever the dump's size).
-Linux 6.12+ no longer stores the register values (see ../shared/reference/kernel-structs.md):
-not found here yet.
+Linux 6.12+ no longer stores the register values (``arm_smmu_write_strtab()`` recomputes them):
+its 2-level ``strtab_cfg.l2`` is ``{ l1tab (VA), l2ptrs (VA), l1_dma, num_l1_ents }``, so a
+linear-map VA two words before the physical address it maps, followed by a power-of-two count,
+is that signature (it needs VMCOREINFO's PHYS_OFFSET and VA_BITS); the registers are rebuilt as
+that function builds them (STRTAB_BASE = l1_dma | RA; STRTAB_BASE_CFG = 2-level, SPLIT 8,
+LOG2SIZE ilog2(num_l1_ents) + 8).  ``sid_bits``/``ssid_bits`` sit just before it as in 6.1; the
+ASID/VMID widths moved (``vmid_map`` became an IDA) and stay unknown.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from smmu_forensics.discover.kva import KernelVA, TranslationError
 from smmu_forensics.dumps.base import PhysicalMemory
 
 __all__ = ["DriverCopy", "ScanHits", "find_driver_copies", "scan", "CHUNK"]
@@ -37,6 +43,7 @@ CHUNK = 8 << 20  # bytes scanned per read
 RA = 1 << 62  # STRTAB_BASE_RA
 VMID_MAP_BYTES = (1 << 16) // 8  # ARM_SMMU_MAX_VMIDS bits
 MAX_CANDIDATES = 64
+STRTAB_SPLIT = 8  # arm-smmu-v3.h STRTAB_SPLIT
 
 
 @dataclass(frozen=True)
@@ -47,14 +54,15 @@ class DriverCopy:
     strtab_va: int
     strtab_dma: int
     num_l1_ents: int
-    strtab_base: int
-    strtab_base_cfg: int
+    strtab_base: int | None  # as stored (6.1); None where the kernel keeps no register value (6.12)
+    strtab_base_cfg: int | None
     sid_bits: int | None = None
     ssid_bits: int | None = None
     asid_bits: int | None = None
     vmid_bits: int | None = None
     ias: int | None = None
     oas: int | None = None
+    layout: str = "6.1"  # "6.1": the register values as stored; "6.12": rebuilt from l1_dma and num_l1_ents
 
 
 FDT_MAGIC_LE = 0xEDFE0DD0  # the bytes d0 0d fe ed (FDT magic, big-endian) read as a little-endian u32
@@ -76,7 +84,13 @@ def find_driver_copies(mem: PhysicalMemory) -> list[DriverCopy]:
 def scan(mem: PhysicalMemory) -> ScanHits:
     """One pass over the dump's readable memory for every signature discovery uses."""
     hits: list[int] = []
+    hits612: list[int] = []
     fdts: list[int] = []
+    try:
+        kva: KernelVA | None = KernelVA.from_vmcoreinfo(mem.vmcoreinfo())
+    except TranslationError:
+        kva = None
+    delta = np.uint64((kva.page_offset - kva.phys_offset) % (1 << 64)) if kva else None
     for a, buf, owned in mem.scan_chunks(CHUNK, 64):
         skip = -a % 8  # scan whole words
         usable = (len(buf) - skip) // 8 * 8
@@ -86,6 +100,12 @@ def scan(mem: PhysicalMemory) -> ScanHits:
         if len(fdts) < MAX_CANDIDATES:
             fdts += [a + skip + 8 * i for i in np.flatnonzero((w & np.uint64(0xFFFFFFFF)) == np.uint64(FDT_MAGIC_LE)).tolist()
                      if skip + 8 * i < owned][:MAX_CANDIDATES]
+        if delta is not None and len(hits612) < MAX_CANDIDATES:
+            va, l1dma, n = w[:-5], w[2:-3], w[3:-2] & np.uint64(0xFFFFFFFF)
+            ok612 = (va == l1dma + delta) & (l1dma != 0)
+            if ok612.any():
+                ok612 &= ((l1dma & np.uint64(0xFFF)) == 0) & (n != 0) & ((n & (n - np.uint64(1))) == 0) & (n <= np.uint64(1 << 17))
+                hits612 += [a + skip + 8 * i for i in np.flatnonzero(ok612).tolist() if skip + 8 * i < owned]
         dma, base = w[:-5], w[3:-2]
         ok = (base == (dma | np.uint64(RA))) & (dma != 0)
         if ok.any():
@@ -93,7 +113,26 @@ def scan(mem: PhysicalMemory) -> ScanHits:
             hits += [a + skip + 8 * i - 8 for i in np.flatnonzero(ok).tolist() if skip + 8 * i < owned]
         if len(hits) >= MAX_CANDIDATES:
             break
-    return ScanHits([c for c in (_decode(mem, h) for h in hits[:MAX_CANDIDATES]) if c is not None], fdts[:MAX_CANDIDATES])
+    copies = [c for c in (_decode(mem, h) for h in hits[:MAX_CANDIDATES]) if c is not None]
+    copies += [c for c in (_decode_612(mem, h) for h in hits612[:MAX_CANDIDATES]) if c is not None]
+    return ScanHits(copies, fdts[:MAX_CANDIDATES])
+
+
+def _decode_612(mem: PhysicalMemory, addr: int) -> DriverCopy | None:
+    """6.12's ``strtab_cfg.l2``: registers rebuilt as ``arm_smmu_write_strtab()`` builds them."""
+    r = mem.read_partial(addr - 8, 40)
+    if r.holes or addr < 8:
+        return None
+    ssid_bits, sid_bits = struct.unpack_from("<II", r.data, 0)
+    va, _l2ptrs, l1_dma, n_l1 = struct.unpack_from("<QQQI", r.data, 8)
+    if not (sid_bits <= 32 and ssid_bits <= 20 and n_l1.bit_length() - 1 + STRTAB_SPLIT <= sid_bits):
+        return None
+    # corroborate: the L1 table it points at holds at least one descriptor as Linux writes them (Span 9)
+    l1 = mem.read_partial(l1_dma, n_l1 * 8)
+    desc = np.frombuffer(l1.data, dtype="<u8")
+    if l1.holes or not ((desc & np.uint64(0x1F)) == np.uint64(STRTAB_SPLIT + 1)).any():
+        return None
+    return DriverCopy(addr, va, l1_dma, n_l1, None, None, sid_bits, ssid_bits, layout="6.12")
 
 
 def _decode(mem: PhysicalMemory, addr: int) -> DriverCopy | None:

@@ -198,9 +198,10 @@ def _tie(d: Discovery, copies: list[DriverCopy]) -> None:
         c = match[0]
         left.remove(c)
         s.copy = c
-        s.evidence.append(Evidence(f"the driver's arm_smmu_strtab_cfg: STRTAB_BASE {c.strtab_base:#x}, STRTAB_BASE_CFG "
-                                   f"{c.strtab_base_cfg:#x}, {c.num_l1_ents} L1 entries; sid_bits {c.sid_bits}, ssid_bits "
-                                   f"{c.ssid_bits}, asid_bits {c.asid_bits}, vmid_bits {c.vmid_bits}"
+        regs = (f"STRTAB_BASE {c.strtab_base:#x}, STRTAB_BASE_CFG {c.strtab_base_cfg:#x}" if c.strtab_base is not None
+                else f"l1_dma {c.strtab_dma:#x} (6.12 layout: the registers are rebuilt from it)")
+        s.evidence.append(Evidence(f"the driver's arm_smmu_strtab_cfg: {regs}, {c.num_l1_ents} L1 entries; sid_bits {c.sid_bits}, "
+                                   f"ssid_bits {c.ssid_bits}, asid_bits {c.asid_bits}, vmid_bits {c.vmid_bits}"
                                    + (f"; ias/oas {c.ias}/{c.oas} as the log says" if c.ias == s.ias and c.oas == s.oas else ""),
                                    "kernel memory", c.addr))
     if left:

@@ -42,12 +42,12 @@ def against_dump(regs: Registers, recorded: list[DriverCopy] | None, t: StreamTa
         return
     base = L.linux_get(L.STRTAB_BASE, sb, "ADDR")
     if recorded:
-        mine = [c for c in recorded if L.linux_get(L.STRTAB_BASE, c.strtab_base, "ADDR") == base]
+        mine = [c for c in recorded if c.strtab_dma & L.STRTAB_BASE.field("ADDR").linux_mask == base]
         if not mine:
-            seen = ", ".join(f"{c.strtab_base:#x} (at {c.addr:#x})" for c in recorded[:4])
+            seen = ", ".join(f"table {c.strtab_dma:#x} (at {c.addr:#x})" for c in recorded[:4])
             out.add("REG-NOT-THIS-DUMP", Severity.ERROR, "STRTAB_BASE",
                     f"STRTAB_BASE {sb:#x} is not what the crashed kernel recorded ({seen}): these registers may belong to another run")
-        elif mine[0].strtab_base_cfg != regs.get("strtab_base_cfg"):
+        elif mine[0].strtab_base_cfg is not None and mine[0].strtab_base_cfg != regs.get("strtab_base_cfg"):
             out.add("REG-NOT-THIS-DUMP", Severity.ERROR, "STRTAB_BASE_CFG",
                     f"STRTAB_BASE_CFG {regs.get('strtab_base_cfg')} is not the {mine[0].strtab_base_cfg:#x} the crashed kernel recorded")
     cr0 = regs.get("cr0")
