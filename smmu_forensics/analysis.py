@@ -32,6 +32,7 @@ from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu.registers import Registers, find_sidecar
 from smmu_forensics.smmu.schemas import build
 from smmu_forensics.smmu.snapshot import Snapshot, decode
+from smmu_forensics.smmu.states import TableFormat
 
 __all__ = ["Analysis", "DumpSummary", "SmmuResult", "analyze", "analyze_smmu", "open_memory", "rulesets", "exit_code",
            "discover_registers", "registers_of"]
@@ -167,28 +168,34 @@ def registers_of(s: FoundSmmu) -> Registers | None:
     IDR0 carries only the fields the sources give (2-level support, stages, CD2L, ASID/VMID width,
     COHACC as the kernel decided coherency); its other fields read 0 and nothing judges them.
     """
-    c = s.copy
-    if c is None:
+    c, t = s.copy, s.table
+    if c is None and t is None:
         return None
     f = lambda name: int(bool(s.feature(name)))  # noqa: E731
+    asid_bits = c.asid_bits if c else None
+    vmid_bits = c.vmid_bits if c else None
     idr0 = {"ST_LEVEL": f("2_LVL_STRTAB"), "S1P": f("TRANS_S1"), "S2P": f("TRANS_S2"), "CD2L": f("2_LVL_CDTAB"),
-            "COHACC": int(bool(s.coherent)), "ASID16": int(c.asid_bits != 8), "VMID16": int(c.vmid_bits != 8)}
-    base, cfg = c.strtab_base, c.strtab_base_cfg
-    if base is None or cfg is None:  # 6.12: rebuilt as arm_smmu_write_strtab() builds them
-        base = _word(L.STRTAB_BASE, {"ADDR": c.strtab_dma & L.STRTAB_BASE.field("ADDR").linux_mask, "RA": 1})
-        cfg = _word(L.STRTAB_BASE_CFG, {"FMT": L.StrtabFmt.TWO_LEVEL, "SPLIT": L.STRTAB_SPLIT,
-                                        "LOG2SIZE": c.num_l1_ents.bit_length() - 1 + L.STRTAB_SPLIT})
-    if c.asid_bits is None:
+            "COHACC": int(bool(s.coherent)), "ASID16": int(asid_bits != 8), "VMID16": int(vmid_bits != 8)}
+    if c is not None:
+        base, cfg, sid_bits, ssid_bits = c.strtab_base, c.strtab_base_cfg, c.sid_bits, c.ssid_bits
+        if base is None or cfg is None:  # 6.12: rebuilt as arm_smmu_write_strtab() builds them
+            base, cfg = _strtab(c.strtab_dma, L.StrtabFmt.TWO_LEVEL, c.num_l1_ents.bit_length() - 1 + L.STRTAB_SPLIT)
+    else:
+        assert t is not None
+        fmt = L.StrtabFmt.TWO_LEVEL if t.fmt is TableFormat.TWO_LEVEL else L.StrtabFmt.LINEAR
+        (base, cfg), sid_bits, ssid_bits = _strtab(t.base, fmt, t.log2size), t.log2size, None
+    if asid_bits is None:
         s.assumptions.append("ASID and VMID widths taken as 16 bits: this kernel's layout does not record them where they were looked for")
     values: dict[str, object] = {
         "name": s.name,
         "strtab_base": base, "strtab_base_cfg": cfg,
-        "idr0": _word(L.IDR0, idr0),
         "cr0": _word(L.CR0, {"SMMUEN": 1}), "cr0ack": _word(L.CR0, {"SMMUEN": 1}), "gerror": 0, "gerrorn": 0,
     }
-    if c.sid_bits is not None:
-        values["idr1"] = _word(L.IDR1, {"SIDSIZE": c.sid_bits, "SSIDSIZE": c.ssid_bits or 0})
-    oas = {bits: code for code, bits in L.OAS_BITS.items()}.get(s.oas or c.oas or 0)
+    if s.features is not None:
+        values["idr0"] = _word(L.IDR0, idr0)
+    if sid_bits is not None:
+        values["idr1"] = _word(L.IDR1, {"SIDSIZE": sid_bits, "SSIDSIZE": ssid_bits or 0})
+    oas = {bits: code for code, bits in L.OAS_BITS.items()}.get(s.oas or (c.oas if c else None) or 0)
     if oas is not None:
         values["idr5"] = _word(L.IDR5, {"OAS": oas})
     if s.base is not None:
@@ -198,6 +205,13 @@ def registers_of(s: FoundSmmu) -> Registers | None:
     if s.coherent is not None:
         r.coherent_override, r.coherent_source = s.coherent, "the kernel's coherency (ARM_SMMU_FEAT_COHERENCY in the log's feature word)"
     return r
+
+
+def _strtab(addr: int, fmt: L.StrtabFmt, log2size: int) -> tuple[int, int]:
+    """STRTAB_BASE and STRTAB_BASE_CFG as Linux writes them (arm_smmu_write_strtab(): RA set, SPLIT 8)."""
+    base = _word(L.STRTAB_BASE, {"ADDR": addr & L.STRTAB_BASE.field("ADDR").linux_mask, "RA": 1})
+    fields = {"FMT": fmt, "LOG2SIZE": log2size} | ({"SPLIT": L.STRTAB_SPLIT} if fmt is L.StrtabFmt.TWO_LEVEL else {})
+    return base, _word(L.STRTAB_BASE_CFG, fields)
 
 
 def _word(lay: L.Layout, fields: dict[str, int]) -> int:

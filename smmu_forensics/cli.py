@@ -305,8 +305,15 @@ def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], cohe
     names = rulesets(rules)
     with _open(dump, raw_base) as mem:
         found: list = []
-        if not smmus or not any(r.values for r in smmus):
+        if not any("strtab_base" in r.values for r in smmus):  # no stream table named: find it, keep what was given
+            over = smmus[0] if smmus else None  # --coherent, --smmu-base without register values: applied to what is found
             d, smmus, found = discover_registers(mem)
+            if over is not None and smmus:
+                if len(smmus) > 1:
+                    raise UsageError(f"register flags apply to one SMMU, but the dump shows {len(smmus)}")
+                name = smmus[0].name
+                smmus = [smmus[0].merged(over)]
+                smmus[0].name = name
             if not smmus:
                 sys.stderr.write("no SMMU register values given, and the dump does not show them: "
                                  + "; ".join(d.notes or ["no SMMU in the kernel log, no driver register copy in memory"]) + "\n"
@@ -323,6 +330,9 @@ def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], cohe
         _render(report, fmt)
     if missing_sid:  # the report says why; the exit code says the option asked for nothing there
         raise UsageError(missing_sid)
+    if found and report["exit_code"] == EXIT_UNKNOWN:
+        sys.stderr.write("the dump does not show every register value the rules need (see the report's 'needs').\n"
+                         + NEED_REGS.split("\n", 1)[1])
     sys.exit(report["exit_code"])
 
 

@@ -30,12 +30,14 @@ ASID/VMID widths moved (``vmid_map`` became an IDA) and stay unknown.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from smmu_forensics.discover.kva import KernelVA, TranslationError
+from smmu_forensics.discover.shape import ShapeScan, TableCandidate
 from smmu_forensics.dumps.base import PhysicalMemory
+from smmu_forensics.smmu.recorded import DriverCopy
 
 __all__ = ["DriverCopy", "ScanHits", "find_driver_copies", "scan", "CHUNK"]
 
@@ -44,25 +46,6 @@ RA = 1 << 62  # STRTAB_BASE_RA
 VMID_MAP_BYTES = (1 << 16) // 8  # ARM_SMMU_MAX_VMIDS bits
 MAX_CANDIDATES = 64
 STRTAB_SPLIT = 8  # arm-smmu-v3.h STRTAB_SPLIT
-
-
-@dataclass(frozen=True)
-class DriverCopy:
-    """One ``arm_smmu_strtab_cfg`` (6.1 layout) and the widths stored before it."""
-
-    addr: int  # physical address of strtab_cfg
-    strtab_va: int
-    strtab_dma: int
-    num_l1_ents: int
-    strtab_base: int | None  # as stored (6.1); None where the kernel keeps no register value (6.12)
-    strtab_base_cfg: int | None
-    sid_bits: int | None = None
-    ssid_bits: int | None = None
-    asid_bits: int | None = None
-    vmid_bits: int | None = None
-    ias: int | None = None
-    oas: int | None = None
-    layout: str = "6.1"  # "6.1": the register values as stored; "6.12": rebuilt from l1_dma and num_l1_ents
 
 
 FDT_MAGIC_LE = 0xEDFE0DD0  # the bytes d0 0d fe ed (FDT magic, big-endian) read as a little-endian u32
@@ -74,6 +57,8 @@ class ScanHits:
 
     copies: list[DriverCopy]
     fdts: list[int]
+    tables: list[TableCandidate] = field(default_factory=list)  # found by shape (:mod:`.shape`), best first
+    notes: list[str] = field(default_factory=list)
 
 
 def find_driver_copies(mem: PhysicalMemory) -> list[DriverCopy]:
@@ -86,6 +71,7 @@ def scan(mem: PhysicalMemory) -> ScanHits:
     hits: list[int] = []
     hits612: list[int] = []
     fdts: list[int] = []
+    shapes = ShapeScan()
     try:
         kva: KernelVA | None = KernelVA.from_vmcoreinfo(mem.vmcoreinfo())
     except TranslationError:
@@ -97,6 +83,7 @@ def scan(mem: PhysicalMemory) -> ScanHits:
         if usable < 48:
             continue
         w = np.frombuffer(buf, dtype="<u8", count=usable // 8, offset=skip)
+        shapes.feed(a + skip, w, (owned - skip + 7) // 8)
         if len(fdts) < MAX_CANDIDATES:
             fdts += [a + skip + 8 * i for i in np.flatnonzero((w & np.uint64(0xFFFFFFFF)) == np.uint64(FDT_MAGIC_LE)).tolist()
                      if skip + 8 * i < owned][:MAX_CANDIDATES]
@@ -111,11 +98,9 @@ def scan(mem: PhysicalMemory) -> ScanHits:
         if ok.any():
             ok &= ((dma & np.uint64(0x3F)) == 0) & (dma < np.uint64(1 << 52))
             hits += [a + skip + 8 * i - 8 for i in np.flatnonzero(ok).tolist() if skip + 8 * i < owned]
-        if len(hits) >= MAX_CANDIDATES:
-            break
     copies = [c for c in (_decode(mem, h) for h in hits[:MAX_CANDIDATES]) if c is not None]
     copies += [c for c in (_decode_612(mem, h) for h in hits612[:MAX_CANDIDATES]) if c is not None]
-    return ScanHits(copies, fdts[:MAX_CANDIDATES])
+    return ScanHits(copies, fdts[:MAX_CANDIDATES], shapes.finish(mem), shapes.truncated)
 
 
 def _decode_612(mem: PhysicalMemory, addr: int) -> DriverCopy | None:

@@ -12,13 +12,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from smmu_forensics.discover.driver import DriverCopy, scan
+from smmu_forensics.discover.driver import scan
 from smmu_forensics.discover.fdt import MAX_FDT, DeviceTree, FdtError
 from smmu_forensics.discover.fdt import parse as parse_fdt
 from smmu_forensics.discover.iort import Iort, IortError
 from smmu_forensics.discover.iort import parse as parse_iort
 from smmu_forensics.discover.printk import KernelLog, LogError, read_log
+from smmu_forensics.discover.shape import TableCandidate
 from smmu_forensics.dumps.base import PhysicalMemory
+from smmu_forensics.smmu.recorded import DriverCopy
+from smmu_forensics.smmu.states import TableFormat
 
 __all__ = ["Evidence", "FoundSmmu", "PciDevice", "Discovery", "discover", "FEATURES"]
 
@@ -33,6 +36,7 @@ PCI_LINE = re.compile(r"^pci (?P<bdf>[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])
 GROUP_LINE = re.compile(r"^(?P<drv>\S+) (?P<bdf>[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]): Adding to iommu group (?P<g>\d+)")
 DT_NAME = re.compile(r"^(?P<base>[0-9a-f]+)\.\S+$")  # DT device names: unit address, then the node name
 MAX_IORT = 1 << 16
+MAX_UNNAMED = 8  # SMMUs made up from tables found by shape when the log names none
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class FoundSmmu:
     oas: int | None = None
     coherent: bool | None = None
     copy: DriverCopy | None = None
+    table: TableCandidate | None = None  # found by shape, when no driver copy names the table
     evidence: list[Evidence] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
     devices: dict[int, list[str]] = field(default_factory=dict)  # StreamID -> device labels
@@ -91,6 +96,7 @@ class Discovery:
     iort_addr: int | None = None
     dt: DeviceTree | None = None
     dt_addr: int | None = None
+    tables: list[TableCandidate] = field(default_factory=list)  # every table found by shape, best first
     notes: list[str] = field(default_factory=list)
 
 
@@ -107,10 +113,15 @@ def discover(mem: PhysicalMemory) -> Discovery:
     d.iort = _iort(mem, lines, d)
     hits = scan(mem)
     copies = hits.copies
+    d.tables, d.notes = hits.tables, d.notes + hits.notes
     d.dt, d.dt_addr = _device_tree(mem, hits.fdts, d)
-    if not d.smmus and copies:
-        d.smmus = [FoundSmmu(f"smmu{i}") for i in range(len(copies))]
+    if not d.smmus and (copies or d.tables):
+        n = len(copies) or max(1, min(MAX_UNNAMED, sum(t.score > 0 for t in d.tables)))
+        d.smmus = [FoundSmmu(f"smmu{i}") for i in range(n)]
+        d.notes.append("no SMMU named by the kernel log: " + (f"{len(copies)} driver register copies" if copies else
+                       f"{n} table(s) found by shape") + " taken as the SMMUs")
     _tie(d, copies)
+    _shapes(d)
     for s in d.smmus:
         _firmware(s, d)
         _assume(s)
@@ -191,13 +202,17 @@ def _device_tree(mem: PhysicalMemory, candidates: list[int], d: Discovery) -> tu
 def _tie(d: Discovery, copies: list[DriverCopy]) -> None:
     """Give each SMMU its driver copy: by ias/oas when those tell them apart, else in order."""
     left = list(copies)
+    by_order = len(copies) == len(d.smmus) and not any(c.ias for c in copies)  # 6.12 keeps no ias/oas beside its copy
     for s in d.smmus:
-        match = [c for c in left if c.ias == s.ias and c.oas == s.oas] or ([] if len(d.smmus) > 1 else left)
+        match = [c for c in left if c.ias == s.ias and c.oas == s.oas] or ([] if len(d.smmus) > 1 and not by_order else left)
         if not match:
             continue
         c = match[0]
         left.remove(c)
         s.copy = c
+        if len(d.smmus) > 1 and c.ias is None:
+            s.assumptions.append(f"the driver copy at {c.addr:#x} tied to {s.name} by order (the copies are in the order "
+                                 "the SMMUs probed; nothing beside them names the SMMU)")
         regs = (f"STRTAB_BASE {c.strtab_base:#x}, STRTAB_BASE_CFG {c.strtab_base_cfg:#x}" if c.strtab_base is not None
                 else f"l1_dma {c.strtab_dma:#x} (6.12 layout: the registers are rebuilt from it)")
         s.evidence.append(Evidence(f"the driver's arm_smmu_strtab_cfg: {regs}, {c.num_l1_ents} L1 entries; sid_bits {c.sid_bits}, "
@@ -207,6 +222,36 @@ def _tie(d: Discovery, copies: list[DriverCopy]) -> None:
     if left:
         d.notes.append(f"{len(left)} driver register copies not tied to an SMMU of the kernel log: "
                        + ", ".join(f"{c.addr:#x}" for c in left))
+
+
+def _shapes(d: Discovery) -> None:
+    """Corroborate each driver copy with a table found by shape; give the SMMUs without one the
+    best shape candidates left (2-level first unless the feature word says the SMMU has none)."""
+    left = list(d.tables)
+    for s in d.smmus:
+        if s.copy is None:
+            continue
+        same = next((t for t in left if t.base == s.copy.strtab_dma), None)
+        if same is not None:
+            left.remove(same)
+            s.evidence.append(Evidence(f"shape agrees: {same.describe()}", "memory shape", same.base))
+        else:
+            s.evidence.append(Evidence(f"no table of the shape Linux writes at {s.copy.strtab_dma:#x}", "memory shape"))
+    for s in d.smmus:
+        if s.copy is not None:
+            continue
+        two = s.feature("2_LVL_STRTAB") is not False
+        pick = next((t for t in left if (t.fmt is TableFormat.TWO_LEVEL) == two and t.score > 0), None)
+        if pick is None:
+            continue
+        left.remove(pick)
+        s.table = pick
+        s.evidence.append(Evidence(f"table found by shape (the driver's copy of its registers was not): {pick.describe()}",
+                                   "memory shape", pick.base))
+        s.assumptions.append(f"LOG2SIZE {pick.log2size} and SIDSIZE {pick.log2size}: the table's length is recorded nowhere "
+                             "the dump showed; taken from its populated entries")
+        if len([t for t in d.tables if t.fmt is pick.fmt and t.score == pick.score]) > 1:
+            s.assumptions.append(f"several table candidates score {pick.score}: the lowest address was taken")
 
 
 def _firmware(s: FoundSmmu, d: Discovery) -> None:
@@ -220,13 +265,17 @@ def _firmware(s: FoundSmmu, d: Discovery) -> None:
     if d.iort is None:
         return
     nodes = d.iort.smmus
-    node = next((n for n in nodes if n.base == s.base), None) if s.base is not None else (nodes[0] if len(nodes) == 1 else None)
+    if s.base is not None:
+        node = next((n for n in nodes if n.base == s.base), None)
+    else:  # ACPI device names (arm-smmu-v3.N.auto) carry no address: the n-th node for the n-th SMMU, when counts agree
+        node = nodes[d.smmus.index(s)] if len(nodes) == len(d.smmus) else None
     if node is None:
         return
     pa = d.iort_addr
     if s.base is None:
         s.base = node.base
-        s.evidence.append(Evidence(f"MMIO base {node.base:#x} from the IORT SMMUv3 node at offset {node.offset:#x}", "IORT", pa))
+        how = "" if len(nodes) == 1 else f" (the {d.smmus.index(s) + 1}. of {len(nodes)}, in the order the log names the SMMUs)"
+        s.evidence.append(Evidence(f"MMIO base {node.base:#x} from the IORT SMMUv3 node at offset {node.offset:#x}{how}", "IORT", pa))
     s.evidence.append(Evidence(f"IORT COHACC override: {'coherent' if node.coherent else 'not coherent'}", "IORT", pa))
     if s.coherent is None:
         s.coherent = node.coherent

@@ -32,6 +32,10 @@ def model(d: Discovery, regs: list[Registers | None]) -> dict[str, Any]:
             "assumptions": s.assumptions,
             "devices": {f"{sid:#x}": names for sid, names in sorted(s.devices.items())},
         } for s, r in zip(d.smmus, regs)],
+        "tables": [{"base": f"{t.base:#x}", "format": t.fmt.value, "log2size": t.log2size, "score": t.score,
+                    "l1_to_l2": {str(i): f"{a:#x}" for i, a in t.l2}, "evidence": t.describe(),
+                    "used_by": next((s.name for s in d.smmus if s.table is t or (s.copy and s.copy.strtab_dma == t.base)), None)}
+                   for t in d.tables],
         "pci_devices": [{"bdf": p.bdf, "vendor": f"{p.vendor:#06x}", "device": f"{p.device:#06x}", "class": f"{p.cls:#08x}",
                          "driver": p.driver, "iommu_group": p.group, "rid": f"{p.rid:#x}"} for p in d.devices],
     }
@@ -54,4 +58,8 @@ def text(m: dict[str, Any]) -> str:
         out += [f"  evidence ({clean(e['source'])}{' @ ' + e['addr'] if e['addr'] else ''}): {clean(e['what'])}" for e in s["evidence"]]
         out += [f"  assumed: {clean(a)}" for a in s["assumptions"]]
         out += [f"  SID {sid}: {clean(', '.join(names))}" for sid, names in s["devices"].items()]
+    if m["tables"]:
+        out += ["", "stream tables found by their shape (best first):"]
+        out += [f"  score {t['score']:>3}  {clean(t['evidence'])}" + (f"  [{clean(t['used_by'])}]" if t["used_by"] else "  [not used]")
+                for t in m["tables"]]
     return "\n".join(out) + "\n"

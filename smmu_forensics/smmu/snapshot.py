@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from smmu_forensics.discover.driver import DriverCopy
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.smmu.reach import Reach, walk_reach
+from smmu_forensics.smmu.recorded import DriverCopy
 from smmu_forensics.smmu.registers import Registers
 from smmu_forensics.smmu.table import MAX_WALK_STES, StreamTable, walk
 

@@ -27,8 +27,11 @@ _CORRUPTION = {"name", "smmu", "index", "span", "l2ptr", "sid", "field", "value"
                "same_as", "start", "size", "offset"}
 #: section -> (its keys, {key: section of its value (a list's items or a mapping)})
 SECTIONS: dict[str, tuple[set[str], dict[str, str]]] = {
-    "top": ({"name", "description", "machine", "smmus", "expect", "corruptions", "dump_level", "skip_formats"},
-            {"machine": "machine", "smmus": "smmu", "expect": "expect", "corruptions": "corruption"}),
+    "top": ({"name", "description", "machine", "smmus", "expect", "corruptions", "dump_level", "skip_formats", "kernel"},
+            {"machine": "machine", "smmus": "smmu", "expect": "expect", "corruptions": "corruption", "kernel": "kernel"}),
+    "kernel": ({"at", "layout", "firmware", "log", "extra_log", "pci", "decoys"}, {"pci": "pci", "decoys": "decoy"}),
+    "pci": ({"bdf", "vendor", "device", "class", "driver", "group"}, {}),
+    "decoy": ({"base", "l2_base", "l1"}, {}),
     "machine": ({"page_size", "ram", "crashkernel", "excluded", "vmcoreinfo"},
                 {"ram": "range", "crashkernel": "range", "excluded": "range"}),
     "range": (_RANGE, {}),

@@ -178,6 +178,10 @@ def build_scenario(doc: dict[str, Any]) -> Built:
         exp = s.get("expect") or (doc.get("expect") if i == 0 else None)
         if exp:
             expect_out.append({"name": regs["name"], "verdicts": exp})
+    if doc.get("kernel") is not None:
+        from smmu_forensics.synth.kernel import write_kernel
+
+        write_kernel(img, doc["kernel"], smmus_out)
     return Built(img, smmus_out, expect_out, str(doc.get("name", "")), int(doc.get("dump_level", 1)))
 
 

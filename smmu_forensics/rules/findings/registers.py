@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from smmu_forensics.discover.driver import DriverCopy
 from smmu_forensics.rules.findings.collect import Collector, Severity
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu.fields import get
+from smmu_forensics.smmu.recorded import DriverCopy
 from smmu_forensics.smmu.registers import Registers
 from smmu_forensics.smmu.table import StreamTable
 
