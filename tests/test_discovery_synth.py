@@ -17,7 +17,7 @@ from smmu_forensics.discover.driver import scan
 from smmu_forensics.dumps.sniff import open_dump
 from smmu_forensics.smmu.states import TableFormat
 from smmu_forensics.synth.scenario import build_scenario
-from smmu_forensics.synth.writers import write
+from smmu_forensics.synth.writers import DEFAULT_VMCOREINFO, write
 
 PCI = [{"bdf": "0000:00:01.0", "vendor": "0x1af4", "device": "0x1042", "class": "0x010000", "driver": "virtio-pci", "group": 1},
        {"bdf": "0000:01:00.0", "vendor": "0x1af4", "device": "0x1041", "class": "0x020000", "driver": "virtio-pci", "group": 0}]
@@ -159,3 +159,49 @@ def test_shape_scan_on_the_carved_capture(tmp_path, carved_truth):
     assert p.returncode == 0 and {v["decision"] for v in m["smmus"][0]["verdicts"].values()} == {"adopt"}
     listed = {s["sid"] for s in m["smmus"][0]["table"]["stes"]}
     assert listed == {int(k, 16) for k, v in st["stes"].items() if int(v["raw_qwords"][0], 16) != 1}  # every non-abort STE
+
+
+def test_a_418_kernel_legacy_log_old_va_layout_pre510_struct(tmp_path):
+    """RHEL 8 era (4.18): log_buf instead of the ring, the kernel VA layout before the 5.4 flip,
+    the ASID bitmap still inside struct arm_smmu_device."""
+    doc = copy.deepcopy(BASE)
+    doc["kernel"].update(printk="legacy", va_layout="4.x", layout="pre-5.10")
+    path, smmus = _dump(tmp_path, doc, "kdump-lzo")
+    p = run_cli("dmesg", path)
+    assert p.returncode == 0
+    lines = p.stdout.decode().splitlines()
+    assert lines[0] == "[    0.000001] arm-smmu-v3 9050000.smmuv3: ias 44-bit, oas 44-bit (features 0x00000301)"
+    assert lines[-1].endswith("virtio-pci 0000:01:00.0: Adding to iommu group 0") and len(lines) == 6
+    d, regs, found = _found(path)
+    assert "pre-5.10" in d.log.source
+    assert [(r.values["strtab_base"], r.values["strtab_base_cfg"]) for r in regs] == _given(smmus)
+    assert [(s.copy.layout, s.copy.asid_bits, s.copy.vmid_bits, s.copy.ias) for s in found] == \
+           [("pre-5.10", 16, 8, 44), ("pre-5.10", 16, 8, 48)]
+
+
+@pytest.mark.parametrize("garbage", ["len-zero-twice", "len-past-end", "huge-size", "index-past-size"])
+def test_a_garbage_legacy_log_is_bounded(tmp_path, garbage):
+    doc = copy.deepcopy(BASE)
+    doc["kernel"].update(printk="legacy")
+
+    def spoil(img):
+        info = {**DEFAULT_VMCOREINFO, **img.vmcoreinfo}
+        voff = int(info["NUMBER(kimage_voffset)"], 16)
+        var = (int(info["SYMBOL(log_buf)"], 16) - voff) & ((1 << 64) - 1)
+        buf_va = struct.unpack("<Q", img.read(var, 8))[0]
+        buf = buf_va - (-(1 << 48) & ((1 << 64) - 1)) + 0x40000000
+        if garbage == "len-zero-twice":
+            img.write(var + 12, struct.pack("<II", 16, 8))  # first 16 (record 2 is rewritten len 0), next 8: a loop
+            img.write(buf + 16 + 8, struct.pack("<H", 0))
+        elif garbage == "len-past-end":
+            img.write(buf + 8, struct.pack("<H", 0xFFF8))
+        elif garbage == "huge-size":
+            img.write(var + 8, struct.pack("<I", 0xFFFFFFFF))
+        else:
+            img.write(var + 12, struct.pack("<I", 1 << 20))
+
+    path, _ = _dump(tmp_path, doc, patch=spoil)
+    p = run_cli("dmesg", path)
+    assert p.returncode in (0, 4) and b"Traceback" not in p.stderr
+    if p.returncode == 4:
+        assert p.stderr.count(b"\n") == 1

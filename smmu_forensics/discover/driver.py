@@ -128,10 +128,33 @@ def _decode(mem: PhysicalMemory, addr: int) -> DriverCopy | None:
     va, dma, _l1desc, n_l1, _pad, base, cfg = struct.unpack_from("<QQQIIQI", r.data, 8)
     if not (sid_bits <= 32 and ssid_bits <= 20 and n_l1 and n_l1 & (n_l1 - 1) == 0):
         return None
-    widths = mem.read_partial(addr - 8 - VMID_MAP_BYTES - 32, 32)  # ias, oas, pgsize_bitmap, asid_bits, vmid_bits
-    ias = oas = asid_bits = vmid_bits = None
-    if not widths.holes:
-        ias, oas, _pgsize, asid_bits, vmid_bits = struct.unpack_from("<QQQII", widths.data, 0)
-        if asid_bits not in (8, 16) or vmid_bits not in (8, 16) or not 32 <= ias <= 52 or not 32 <= oas <= 52:
-            ias = oas = asid_bits = vmid_bits = None
-    return DriverCopy(addr, va, dma, n_l1, base, cfg, sid_bits, ssid_bits, asid_bits, vmid_bits, ias, oas)
+    for layout, widths in (("6.1", _widths_61(mem, addr)), ("pre-5.10", _widths_pre510(mem, addr))):
+        if widths is not None:
+            return DriverCopy(addr, va, dma, n_l1, base, cfg, sid_bits, ssid_bits, *widths, layout=layout)
+    return DriverCopy(addr, va, dma, n_l1, base, cfg, sid_bits, ssid_bits)
+
+
+def _plausible(ias: int, oas: int, asid_bits: int, vmid_bits: int) -> tuple[int, int, int, int] | None:
+    ok = asid_bits in (8, 16) and vmid_bits in (8, 16) and 32 <= ias <= 52 and 32 <= oas <= 52
+    return (asid_bits, vmid_bits, ias, oas) if ok else None
+
+
+def _widths_61(mem: PhysicalMemory, addr: int) -> tuple[int, int, int, int] | None:
+    """5.10-6.11: ``ias, oas, pgsize_bitmap; unsigned int asid_bits, vmid_bits; vmid_map[]``."""
+    r = mem.read_partial(addr - 8 - VMID_MAP_BYTES - 32, 32)
+    if r.holes:
+        return None
+    ias, oas, _pgsize, asid_bits, vmid_bits = struct.unpack_from("<QQQII", r.data, 0)
+    return _plausible(ias, oas, asid_bits, vmid_bits)
+
+
+def _widths_pre510(mem: PhysicalMemory, addr: int) -> tuple[int, int, int, int] | None:
+    """Before the ASIDs moved to an xarray (5.10, "iommu/arm-smmu-v3: Share process page tables"):
+    ``ias, oas, pgsize_bitmap; unsigned int asid_bits; asid_map[1 << 16 bits]; unsigned int
+    vmid_bits; vmid_map[1 << 16 bits]`` (each bitmap 8-aligned after its 4-byte width)."""
+    vmid = mem.read_partial(addr - 8 - VMID_MAP_BYTES - 8, 4)
+    head = mem.read_partial(addr - 8 - 2 * (VMID_MAP_BYTES + 8) - 24, 32)
+    if vmid.holes or head.holes:
+        return None
+    ias, oas, _pgsize, asid_bits = struct.unpack_from("<QQQI", head.data, 0)
+    return _plausible(ias, oas, asid_bits, int.from_bytes(vmid.data, "little"))

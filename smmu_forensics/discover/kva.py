@@ -3,13 +3,20 @@
 Kernel image (text/data/bss): PA = VA - ``kimage_voffset``.  Linear map (kmalloc and memblock
 memory): PA = VA - PAGE_OFFSET + ``PHYS_OFFSET``, PAGE_OFFSET = -(1 << VA_BITS) (Linux 5.4+ layout:
 the linear map is the lower half of the kernel VA space, the image lives in the upper half;
-Documentation/arch/arm64/memory.rst).  Other addresses (vmalloc, ioremap) need a walk of
+Documentation/arch/arm64/memory.rst).  Before 5.4 (commit 14c127c957c1 "arm64: mm: Flip kernel VA
+space") the halves were the other way round: PAGE_OFFSET = -(1 << (VA_BITS - 1)), the image in the
+lower half.  Which one a dump uses shows in where its image symbols (``SYMBOL(_stext)``,
+``SYMBOL(swapper_pg_dir)``) lie.  Other addresses (vmalloc, ioremap) need a walk of
 ``swapper_pg_dir`` and are refused here, as are 52-bit VA kernels (their layout differs).
 
 >>> k = KernelVA.from_vmcoreinfo({"NUMBER(VA_BITS)": "48", "NUMBER(kimage_voffset)": "0xffffc89262000000",
 ...                              "NUMBER(PHYS_OFFSET)": "0x40000000"})
 >>> hex(k.pa(0xffffc892a3ee8750)), hex(k.pa(0xffff00000a000000))
 ('0x41ee8750', '0x4a000000')
+>>> old = KernelVA.from_vmcoreinfo({"NUMBER(VA_BITS)": "48", "NUMBER(kimage_voffset)": "0xfffeffffc8000000",
+...                                "NUMBER(PHYS_OFFSET)": "0x40000000", "SYMBOL(_stext)": "ffff000008081000"})
+>>> old.flipped, hex(old.pa(0xffff80000a000000)), hex(old.pa(0xffff000008081000))
+(False, '0x4a000000', '0x40081000')
 """
 
 from __future__ import annotations
@@ -40,28 +47,38 @@ class KernelVA:
     va_bits: int
     kimage_voffset: int
     phys_offset: int
+    flipped: bool = True  # the 5.4+ layout (linear map in the lower half)
 
     @classmethod
     def from_vmcoreinfo(cls, info: dict[str, str]) -> KernelVA:
         va_bits = _num(info, "NUMBER(VA_BITS)", 10)
         if va_bits not in (39, 42, 47, 48):
             raise TranslationError(f"VA_BITS={va_bits}: only 39..48-bit kernels are translated without a page-table walk")
-        return cls(va_bits, _num(info, "NUMBER(kimage_voffset)", 16), _num(info, "NUMBER(PHYS_OFFSET)", 16))
+        image = next((info[k] for k in ("SYMBOL(_stext)", "SYMBOL(swapper_pg_dir)") if k in info), None)
+        flipped = True
+        if image is not None:
+            try:
+                flipped = int(image, 16) >= (-(1 << (va_bits - 1))) & MASK64
+            except ValueError:
+                raise TranslationError(f"VMCOREINFO image symbol {image!r} is not a number") from None
+        return cls(va_bits, _num(info, "NUMBER(kimage_voffset)", 16), _num(info, "NUMBER(PHYS_OFFSET)", 16), flipped)
 
     @property
     def page_offset(self) -> int:
-        return (-(1 << self.va_bits)) & MASK64
+        return (-(1 << (self.va_bits if self.flipped else self.va_bits - 1))) & MASK64
 
     @property
     def linear_end(self) -> int:
-        return (self.page_offset + (1 << (self.va_bits - 1))) & MASK64
+        """The end of the linear map (exclusive; 2^64 in the pre-5.4 layout)."""
+        return self.page_offset + (1 << (self.va_bits - 1))
 
     def pa(self, va: int) -> int:
         """The physical address of a linear-map or kernel-image VA."""
         va &= MASK64
         if self.page_offset <= va < self.linear_end:
             return va - self.page_offset + self.phys_offset
-        if va >= self.linear_end:
+        image = va >= self.linear_end if self.flipped else (-(1 << self.va_bits)) & MASK64 <= va < self.page_offset
+        if image:
             pa = (va - self.kimage_voffset) & MASK64
             if pa < 1 << 52:
                 return pa

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from smmu_forensics.discover.kva import KernelVA, TranslationError
 from smmu_forensics.dumps.base import MemoryMissing, PhysicalMemory
 
-__all__ = ["LogRecord", "KernelLog", "read_log", "LogError"]
+__all__ = ["LogRecord", "KernelLog", "read_log", "read_legacy_log", "LogError"]
 
 MAX_COUNT_BITS = 22  # 4M records; Linux uses size_bits - 5 (a 128 KiB log: 4096)
 MAX_SIZE_BITS = 28  # a 256 MiB text ring (log_buf_len is at most 2 GiB in theory, MBs in practice)
+MAX_LEGACY_LEN = 1 << MAX_SIZE_BITS
 DESC_SV_BITS = 64
 DESC_FLAGS_SHIFT = DESC_SV_BITS - 2
 DESC_ID_MASK = (1 << DESC_FLAGS_SHIFT) - 1
@@ -87,8 +88,8 @@ def read_log(mem: PhysicalMemory, max_records: int | None = None) -> KernelLog:
     info = mem.vmcoreinfo()
     if "SYMBOL(prb)" not in info:
         if "SYMBOL(log_buf)" in info:
-            raise LogError("this kernel predates 5.10 (log_buf): its log format is not read yet")
-        raise LogError("VMCOREINFO has no SYMBOL(prb): no kernel log to read")
+            return read_legacy_log(mem, max_records)
+        raise LogError("VMCOREINFO has no SYMBOL(prb) nor SYMBOL(log_buf): no kernel log to read")
     try:
         kva = KernelVA.from_vmcoreinfo(info)
         prb_ptr_pa = kva.pa(int(info["SYMBOL(prb)"], 16))
@@ -174,3 +175,50 @@ class _Fields:
 def _bits(size: int) -> int:
     return size.bit_length() - 1
 
+
+
+def read_legacy_log(mem: PhysicalMemory, max_records: int | None = None) -> KernelLog:
+    """The log of a kernel before 5.10: ``log_buf`` of ``struct printk_log`` records, as
+    kernel/printk/printk.c (4.x-5.9) lays them out and ``log_buf_vmcoreinfo_setup()`` describes
+    them (``SYMBOL(log_buf)``, ``log_buf_len``, ``log_first_idx``, ``log_next_idx``,
+    ``SIZE(printk_log)``, ``OFFSET(printk_log.ts_nsec|len|text_len)``).  Each record is its header,
+    then ``text_len`` bytes of text; ``len`` is the whole record, 0 marks the wrap back to offset 0."""
+    info = mem.vmcoreinfo()
+    try:
+        kva = KernelVA.from_vmcoreinfo(info)
+        lay = _Layout(info)
+        sym = lambda name: kva.pa(int(info[f"SYMBOL({name})"], 16))  # noqa: E731
+        buf = kva.pa(_u64(mem, sym("log_buf")))
+        size = int.from_bytes(mem.read(sym("log_buf_len"), 4), "little")
+        first = int.from_bytes(mem.read(sym("log_first_idx"), 4), "little")
+        nxt = int.from_bytes(mem.read(sym("log_next_idx"), 4), "little")
+        hdr, ts_off, len_off, tl_off = lay.size("printk_log"), lay.off("printk_log.ts_nsec"), lay.off("printk_log.len"), \
+            lay.off("printk_log.text_len")
+        if not 0 < size <= MAX_LEGACY_LEN or first >= size or nxt >= size:
+            raise LogError(f"log_buf claims {size} bytes with indexes {first}/{nxt}: implausible")
+        data = mem.read(buf, size)
+    except KeyError as exc:
+        raise LogError(f"VMCOREINFO lacks {exc.args[0]}") from None
+    except (TranslationError, MemoryMissing, ValueError) as exc:
+        raise LogError(f"kernel log not readable: {exc}") from None
+    log = KernelLog(source=f"log_buf at {buf:#x} ({size} bytes, pre-5.10 format)")
+    idx, seq, wrapped = first, 0, False
+    while idx != nxt and len(log.records) < (max_records or size // hdr):
+        if idx + hdr > size:
+            log.skipped += 1
+            break
+        ln = int.from_bytes(data[idx + len_off : idx + len_off + 2], "little")
+        if ln == 0:  # the writer wrapped here
+            if wrapped:
+                break
+            idx, wrapped = 0, True
+            continue
+        tl = int.from_bytes(data[idx + tl_off : idx + tl_off + 2], "little")
+        if ln < hdr or idx + ln > size or hdr + tl > ln:
+            log.skipped += 1
+            break
+        ts = int.from_bytes(data[idx + ts_off : idx + ts_off + 8], "little")
+        log.records.append(LogRecord(seq, ts, data[idx + hdr : idx + hdr + tl].decode("utf-8", "replace")))
+        seq += 1
+        idx += ln
+    return log

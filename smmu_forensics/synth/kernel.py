@@ -7,9 +7,11 @@ A scenario's ``kernel`` section::
 
     kernel:
       at: '0x41f00000'      # where these structures go (default: the last MiB of the first RAM range)
-      layout: '6.1'         # the driver's register copy: '6.1', '6.12' (2-level tables only) or none
+      layout: '6.1'         # the driver's register copy: '6.1', 'pre-5.10', '6.12' (2-level tables only) or none
       firmware: dt          # dt (a device tree with iommu-map) or acpi (an IORT table), or none
       log: true             # a printk ring with the lines the kernel prints (or false: no ring)
+      printk: ring          # ring (5.10+) or legacy (log_buf, before 5.10)
+      va_layout: '5.4'      # '5.4' (5.4+ kernel VA layout) or '4.x' (before the VA flip)
       extra_log: ['...']    # more lines
       pci: [{bdf: '0000:00:01.0', vendor: '0x1af4', device: '0x1042', class: '0x010000', driver: virtio-pci, group: 1}]
       decoys: [{base: '0x41000000', l2_base: '0x41010000', l1: [0]}]
@@ -48,14 +50,27 @@ PRINTK_LAYOUT = {
     "OFFSET(printk_info.text_len)": "16", "OFFSET(printk_info.dev_info)": "24", "OFFSET(dev_printk_info.subsystem)": "0",
     "OFFSET(dev_printk_info.device)": "16",
 }
-PAGE_OFFSET_48 = (-(1 << 48)) & ((1 << 64) - 1)
+MASK64 = (1 << 64) - 1
+PAGE_OFFSET_48 = (-(1 << 48)) & MASK64  # 5.4+
+PAGE_OFFSET_48_4X = (-(1 << 47)) & MASK64  # before 5.4 (see discover.kva)
+IMAGE_4X = 0xFFFF000008000000  # where a 4.x arm64 kernel image starts (KIMAGE_VADDR, no KASLR)
+#: log_buf_vmcoreinfo_setup() of 4.x-5.9 (kernel/printk/printk.c): struct printk_log { u64 ts_nsec;
+#: u16 len, text_len, dict_len; u8 facility; u8 flags:5, level:3; } (16 bytes)
+LEGACY_LAYOUT = {"SIZE(printk_log)": "16", "OFFSET(printk_log.ts_nsec)": "0", "OFFSET(printk_log.len)": "8",
+                 "OFFSET(printk_log.text_len)": "10", "OFFSET(printk_log.dict_len)": "12"}
 
 
 class _Kernel:
-    def __init__(self, img: MemoryImage, at: int) -> None:
+    def __init__(self, img: MemoryImage, at: int, va_layout: str) -> None:
         self.img, self.next = img, at
         self.phys = min((s for s, _ in img.ram), default=0)
-        self.voff = int(DEFAULT_VMCOREINFO["NUMBER(kimage_voffset)"], 16)
+        self.flipped = va_layout != "4.x"
+        if self.flipped:
+            self.voff = int(DEFAULT_VMCOREINFO["NUMBER(kimage_voffset)"], 16)
+        else:  # before 5.4: the image in the lower half of the kernel VA space, the linear map in the upper
+            self.voff = (IMAGE_4X - self.phys) & MASK64
+            img.vmcoreinfo.update({"NUMBER(kimage_voffset)": f"{self.voff:#x}", "SYMBOL(_stext)": f"{IMAGE_4X + 0x81000:x}",
+                                   "SYMBOL(swapper_pg_dir)": f"{IMAGE_4X + 0x1d58000:x}", "OSRELEASE": "4.18.0-synth"})
 
     def take(self, size: int, align: int = 64) -> int:
         a = -(-self.next // align) * align
@@ -66,7 +81,11 @@ class _Kernel:
 
     def lm(self, pa: int) -> int:
         """The linear-map VA of ``pa`` (VA_BITS 48)."""
-        return PAGE_OFFSET_48 + pa - self.phys
+        return (PAGE_OFFSET_48 if self.flipped else PAGE_OFFSET_48_4X) + pa - self.phys
+
+    def image(self, pa: int) -> int:
+        """The kernel-image VA of ``pa`` (where a kernel variable such as ``prb`` or ``log_buf`` lives)."""
+        return (pa + self.voff) & MASK64
 
 
 def _i(v: Any) -> int:
@@ -88,7 +107,7 @@ def _oas(regs: dict[str, Any]) -> int:
 def write_kernel(img: MemoryImage, spec: dict[str, Any], smmus: list[dict[str, Any]]) -> None:
     """Write the ``kernel`` section's structures for the SMMUs whose register values are ``smmus``."""
     start, size = img.ram[0]
-    k = _Kernel(img, _i(spec.get("at", start + size - (1 << 20))))
+    k = _Kernel(img, _i(spec.get("at", start + size - (1 << 20))), str(spec.get("va_layout", "5.4")))
     fw = str(spec.get("firmware", "dt"))
     pci = [{**p, "bdf": str(p["bdf"])} for p in spec.get("pci", [])]
     lines: list[str] = []
@@ -109,14 +128,15 @@ def write_kernel(img: MemoryImage, spec: dict[str, Any], smmus: list[dict[str, A
         lines.insert(0, f"ACPI: IORT 0x{pa:016X} {n:06X} (v03 SYNTH  SYNTHIORT 00000001 SYN 00000001)")
     layout = str(spec.get("layout", "6.1"))
     for r in smmus:
-        if layout == "6.1":
-            _copy_61(k, r)
+        if layout in ("6.1", "pre-5.10"):
+            _copy_61(k, r, legacy=layout == "pre-5.10")
         elif layout == "6.12":
             _copy_612(k, r)
     for d in spec.get("decoys", []):
         _decoy(img, _i(d["base"]), _i(d["l2_base"]), [int(x) for x in d.get("l1", [0])])
     if spec.get("log", True):
-        _printk(k, lines + [str(x) for x in spec.get("extra_log", [])])
+        write_log = _legacy if spec.get("printk", "ring") == "legacy" else _printk
+        write_log(k, lines + [str(x) for x in spec.get("extra_log", [])])
 
 
 def _printk(k: _Kernel, lines: list[str]) -> None:
@@ -130,7 +150,7 @@ def _printk(k: _Kernel, lines: list[str]) -> None:
     infos = k.take(88 << count_bits)
     data = k.take(size, 8)
     k.img.vmcoreinfo.update(PRINTK_LAYOUT)
-    k.img.vmcoreinfo["SYMBOL(prb)"] = f"{prb_var + k.voff & ((1 << 64) - 1):x}"
+    k.img.vmcoreinfo["SYMBOL(prb)"] = f"{k.image(prb_var):x}"
     k.img.write(prb_var, struct.pack("<Q", k.lm(rb)))
     k.img.write(rb, struct.pack("<IIQQQQ", count_bits, 0, k.lm(descs), k.lm(infos), len(texts) - 1, 0))
     k.img.write(rb + 48, struct.pack("<IIQ", (size.bit_length() - 1), 0, k.lm(data)))
@@ -144,6 +164,23 @@ def _printk(k: _Kernel, lines: list[str]) -> None:
         lpos += len(blk)
 
 
+def _legacy(k: _Kernel, lines: list[str]) -> None:
+    """A pre-5.10 ``log_buf``: records of a 16-byte ``struct printk_log`` header and the text, each
+    padded to 8 bytes (LOG_ALIGN), from index 0; the pointer and the indexes in image variables."""
+    recs = b""
+    for i, t in enumerate(x.encode() for x in lines):
+        ln = 16 + len(t) + (-(16 + len(t)) % 8)
+        recs += struct.pack("<QHHHBB", 1000 * (i + 1), ln, len(t), 0, 0, 6 << 5) + t + bytes(ln - 16 - len(t))
+    size = 1 << max(12, len(recs).bit_length())
+    buf = k.take(size, 8)
+    var = k.take(32, 8)  # log_buf (pointer), log_buf_len, log_first_idx, log_next_idx
+    k.img.write(buf, recs)
+    k.img.write(var, struct.pack("<QIII", k.lm(buf), size, 0, len(recs)))
+    k.img.vmcoreinfo.update(LEGACY_LAYOUT)
+    k.img.vmcoreinfo.update({"SYMBOL(log_buf)": f"{k.image(var):x}", "SYMBOL(log_buf_len)": f"{k.image(var + 8):x}",
+                             "SYMBOL(log_first_idx)": f"{k.image(var + 12):x}", "SYMBOL(log_next_idx)": f"{k.image(var + 16):x}"})
+
+
 def _geometry(r: dict[str, Any]) -> tuple[int, int, int, int]:
     base, cfg = _i(r["strtab_base"]), _i(r["strtab_base_cfg"])
     dma = L.get(L.STRTAB_BASE, base, "ADDR")
@@ -152,15 +189,22 @@ def _geometry(r: dict[str, Any]) -> tuple[int, int, int, int]:
     return dma, 1 << (log2size - split if two else log2size), base, cfg
 
 
-def _copy_61(k: _Kernel, r: dict[str, Any]) -> None:
-    """``struct arm_smmu_device`` from ``ias`` to ``strtab_cfg`` (6.1 layout; see discover.driver)."""
+def _copy_61(k: _Kernel, r: dict[str, Any], legacy: bool = False) -> None:
+    """``struct arm_smmu_device`` from ``ias`` to ``strtab_cfg`` (6.1 layout, or with ``legacy`` the
+    pre-5.10 one; see discover.driver)."""
     dma, n, base, cfg = _geometry(r)
     idr0, idr1 = _i(r.get("idr0", 0)), _i(r.get("idr1", 0))
-    head = k.take(32 + VMID_MAP_BYTES + 8 + 48, 8)
     oas = _oas(r)
-    k.img.write(head, struct.pack("<QQQII", oas, oas, 0x40201000, 16 if L.get(L.IDR0, idr0, "ASID16") else 8,
-                                  16 if L.get(L.IDR0, idr0, "VMID16") else 8))
-    cfg_at = head + 32 + VMID_MAP_BYTES + 8
+    asid, vmid = (16 if L.get(L.IDR0, idr0, "ASID16") else 8), (16 if L.get(L.IDR0, idr0, "VMID16") else 8)
+    if legacy:  # before 5.10: asid_bits, asid_map, vmid_bits, vmid_map
+        head = k.take(24 + 2 * (8 + VMID_MAP_BYTES) + 8 + 48, 8)
+        k.img.write(head, struct.pack("<QQQI", oas, oas, 0x40201000, asid))
+        k.img.write(head + 24 + 8 + VMID_MAP_BYTES, struct.pack("<I", vmid))
+        cfg_at = head + 24 + 2 * (8 + VMID_MAP_BYTES) + 8
+    else:
+        head = k.take(32 + VMID_MAP_BYTES + 8 + 48, 8)
+        k.img.write(head, struct.pack("<QQQII", oas, oas, 0x40201000, asid, vmid))
+        cfg_at = head + 32 + VMID_MAP_BYTES + 8
     k.img.write(cfg_at - 8, struct.pack("<II", L.get(L.IDR1, idr1, "SSIDSIZE"), L.get(L.IDR1, idr1, "SIDSIZE")))
     k.img.write(cfg_at, struct.pack("<QQQIIQI", k.lm(dma), dma, k.lm(dma + 0x100000), n, 0, base, cfg))
 
