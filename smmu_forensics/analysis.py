@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from smmu_forensics.discover.driver import find_driver_copies
 from smmu_forensics.discover.printk import LogError, read_log
 from smmu_forensics.discover.smmus import SMMU_LINE, Discovery, FoundSmmu, discover
+from smmu_forensics.discover.symbols import Symbols
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.dumps.sniff import Progress, open_dump, parse_int
 from smmu_forensics.errors import EXIT_OK, EXIT_REJECTED, EXIT_UNKNOWN, UnknownFormat
@@ -150,9 +151,10 @@ def analyze(mem: PhysicalMemory | None, smmus: Sequence[Registers], names: Seque
     return a
 
 
-def discover_registers(mem: PhysicalMemory) -> tuple[Discovery, list[Registers], list[FoundSmmu]]:
-    """Search the dump for its SMMUs; registers for every one whose stream table was found."""
-    d = discover(mem)
+def discover_registers(mem: PhysicalMemory, syms: Symbols | None = None) -> tuple[Discovery, list[Registers], list[FoundSmmu]]:
+    """Search the dump for its SMMUs (``syms``: kernel symbols the user has); registers for every
+    one whose stream table was found."""
+    d = discover(mem, syms)
     regs, found = [], []
     for s in d.smmus:
         r = registers_of(s)

@@ -79,6 +79,25 @@ def _open(dump: str, raw_base: str | None):  # type: ignore[no-untyped-def]
     return open_memory(dump, raw_base=base, progress=_progress())
 
 
+def _symbol_options(f):  # type: ignore[no-untyped-def]
+    f = click.option("--vmlinux", metavar="FILE", help="the crashed kernel's vmlinux: its symbols (moved by KERNELOFFSET)")(f)
+    return click.option("--system-map", metavar="FILE",
+                        help="the crashed kernel's System.map: lets discovery walk the driver's own list of SMMUs")(f)
+
+
+def _symbols(mem, system_map: str | None, vmlinux: str | None):  # type: ignore[no-untyped-def]
+    """Symbols from the files given (one-line exit 2 when they cannot be read), else None."""
+    from smmu_forensics.discover.symbols import SymbolError, Symbols, kernel_offset
+
+    path = system_map or vmlinux
+    if path is None:
+        return None
+    try:
+        return Symbols.from_file(path, kernel_offset(mem.vmcoreinfo()))
+    except SymbolError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _emit_json(obj: Any) -> None:
     from smmu_forensics.report import jsonout
 
@@ -290,10 +309,11 @@ def _render(report: Report, fmt: str) -> None:
 @click.option("--fail-on", type=click.Choice(["critical", "error", "warning"]), default=None,
               help="also exit 1 when a finding of this severity or worse is reported (for CI gates)")
 @click.option("--save-regs", metavar="FILE", help="write the registers used (found in the dump or given) as a --regs file")
+@_symbol_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], coherent: bool | None, smmu_base: str | None,
             raw_base: str | None, list_all: bool, sid: str | None, max_stes: int | None, fail_on: str | None, save_regs: str | None,
-            fmt: str, **flags: str | None) -> None:
+            system_map: str | None, vmlinux: str | None, fmt: str, **flags: str | None) -> None:
     """Decode each SMMU's stream table in DUMP and judge whether a kdump kernel would adopt it."""
     from smmu_forensics.analysis import analyze, discover_registers, rulesets
     from smmu_forensics.dumps.sniff import parse_int
@@ -307,7 +327,7 @@ def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], cohe
         found: list = []
         if not any("strtab_base" in r.values for r in smmus):  # no stream table named: find it, keep what was given
             over = smmus[0] if smmus else None  # --coherent, --smmu-base without register values: applied to what is found
-            d, smmus, found = discover_registers(mem)
+            d, smmus, found = discover_registers(mem, _symbols(mem, system_map, vmlinux))
             if over is not None and smmus:
                 if len(smmus) > 1:
                     raise UsageError(f"register flags apply to one SMMU, but the dump shows {len(smmus)}")
@@ -352,15 +372,16 @@ def _save_regs(path: str, smmus: list, source: str) -> None:
 @click.argument("dump")
 @click.option("--raw-base", metavar="ADDR", help="the dump is raw physical memory starting at ADDR")
 @click.option("--save-regs", metavar="FILE", help="write the registers found as a --regs file")
+@_symbol_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def discover(dump: str, raw_base: str | None, save_regs: str | None, fmt: str) -> None:
+def discover(dump: str, raw_base: str | None, save_regs: str | None, system_map: str | None, vmlinux: str | None, fmt: str) -> None:
     """Find the SMMUs, their registers and stream tables, and the devices behind each StreamID, in DUMP alone."""
     from smmu_forensics.analysis import registers_of
     from smmu_forensics.discover.smmus import discover as run_discovery
     from smmu_forensics.report import discovery as render
 
     with _open(dump, raw_base) as mem:
-        d = run_discovery(mem)
+        d = run_discovery(mem, _symbols(mem, system_map, vmlinux))
     regs = [registers_of(s) for s in d.smmus]
     if save_regs:
         _save_regs(save_regs, [r for r in regs if r is not None], f"smmu-forensics {__version__} discover {dump}")

@@ -220,3 +220,17 @@ def test_linux_612_layout_rebuilds_the_registers(tmp_path):
     assert (c.layout, c.addr, c.strtab_dma, c.num_l1_ents, c.sid_bits, c.strtab_base) == ("6.12", at, l1_dma, 256, 16, None)
     regs = registers_of(FoundSmmu("smmu0", copy=c, features=0x8305, coherent=True))
     assert regs is not None and (regs.get("strtab_base"), regs.get("strtab_base_cfg")) == (l1_dma | 1 << 62, 0x10210)
+
+
+@needs_captures
+def test_kallsyms_of_the_real_capture_decodes():
+    """The kernel's own kallsyms tables, located by VMCOREINFO: _stext agrees with VMCOREINFO's
+    SYMBOL(_stext); Debian 6.1 is built without CONFIG_KALLSYMS_ALL, so no data symbols."""
+    from smmu_forensics.discover.symbols import Symbols
+
+    with open_dump(str(CAPTURE / "mdf-l-d31.kdump")) as mem:
+        syms = Symbols.from_kallsyms(mem)
+        info = mem.vmcoreinfo()
+    assert syms["_stext"] == int(info["SYMBOL(_stext)"], 16)
+    assert syms.get("arm_smmu_device_probe") is not None and syms.get("iommu_device_list") is None
+    assert len(syms.addrs) > 40000

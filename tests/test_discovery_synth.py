@@ -205,3 +205,28 @@ def test_a_garbage_legacy_log_is_bounded(tmp_path, garbage):
     assert p.returncode in (0, 4) and b"Traceback" not in p.stderr
     if p.returncode == 4:
         assert p.stderr.count(b"\n") == 1
+
+
+def test_system_map_walks_the_drivers_list_and_names_each_copy(tmp_path):
+    doc = copy.deepcopy(BASE)
+    doc["kernel"].update(layout="6.12", firmware="acpi", symbols=True)
+    built = build_scenario(doc)
+    path = str(tmp_path / "d.elf")
+    from smmu_forensics.synth.scenario import write_outputs
+
+    write_outputs(built, path, "elf")
+    (tmp_path / "d.elf.smmu.json").unlink()
+    without = run_cli("discover", path, "--format", "json")
+    p = run_cli("discover", path, "--system-map", path + ".System.map", "--format", "json")
+    assert p.returncode == without.returncode == 0
+    m, m0 = json.loads(p.stdout), json.loads(without.stdout)
+    for s in m["smmus"]:
+        assert any(e["what"].startswith("registered on iommu_device_list") and repr(s["name"]) in e["what"] for e in s["evidence"])
+        assert not any("by order" in a for a in s["assumptions"])
+    assert all(any("by order" in a for a in s["assumptions"]) for s in m0["smmus"])  # without symbols: said so
+    assert [s["registers"]["strtab_base"] for s in m["smmus"]] == [s["strtab_base"] for s in built.smmus]
+    assert len(m["smmus"]) == 2  # the other IOMMU driver's node on the list is not an SMMUv3
+    bad = tmp_path / "not-a-map"
+    bad.write_bytes(b"hello\n")
+    q = run_cli("discover", path, "--vmlinux", str(bad))
+    assert q.returncode == 2 and q.stderr.count(b"\n") == 1 and b"no 'address type name' lines" in q.stderr

@@ -39,7 +39,7 @@ from smmu_forensics.discover.shape import ShapeScan, TableCandidate
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.smmu.recorded import DriverCopy
 
-__all__ = ["DriverCopy", "ScanHits", "find_driver_copies", "scan", "CHUNK"]
+__all__ = ["DriverCopy", "ScanHits", "find_driver_copies", "scan", "decode_61", "decode_612", "CHUNK"]
 
 CHUNK = 8 << 20  # bytes scanned per read
 RA = 1 << 62  # STRTAB_BASE_RA
@@ -98,18 +98,20 @@ def scan(mem: PhysicalMemory) -> ScanHits:
         if ok.any():
             ok &= ((dma & np.uint64(0x3F)) == 0) & (dma < np.uint64(1 << 52))
             hits += [a + skip + 8 * i - 8 for i in np.flatnonzero(ok).tolist() if skip + 8 * i < owned]
-    copies = [c for c in (_decode(mem, h) for h in hits[:MAX_CANDIDATES]) if c is not None]
-    copies += [c for c in (_decode_612(mem, h) for h in hits612[:MAX_CANDIDATES]) if c is not None]
+    copies = [c for c in (decode_61(mem, h) for h in hits[:MAX_CANDIDATES]) if c is not None]
+    copies += [c for c in (decode_612(mem, h) for h in hits612[:MAX_CANDIDATES]) if c is not None]
     return ScanHits(copies, fdts[:MAX_CANDIDATES], shapes.finish(mem), shapes.truncated)
 
 
-def _decode_612(mem: PhysicalMemory, addr: int) -> DriverCopy | None:
+def decode_612(mem: PhysicalMemory, addr: int) -> DriverCopy | None:
     """6.12's ``strtab_cfg.l2``: registers rebuilt as ``arm_smmu_write_strtab()`` builds them."""
     r = mem.read_partial(addr - 8, 40)
     if r.holes or addr < 8:
         return None
     ssid_bits, sid_bits = struct.unpack_from("<II", r.data, 0)
     va, _l2ptrs, l1_dma, n_l1 = struct.unpack_from("<QQQI", r.data, 8)
+    if not l1_dma or l1_dma & 0xFFF or not n_l1 or n_l1 & (n_l1 - 1):
+        return None
     if not (sid_bits <= 32 and ssid_bits <= 20 and n_l1.bit_length() - 1 + STRTAB_SPLIT <= sid_bits):
         return None
     # corroborate: the L1 table it points at holds at least one descriptor as Linux writes them (Span 9)
@@ -120,12 +122,14 @@ def _decode_612(mem: PhysicalMemory, addr: int) -> DriverCopy | None:
     return DriverCopy(addr, va, l1_dma, n_l1, None, None, sid_bits, ssid_bits, layout="6.12")
 
 
-def _decode(mem: PhysicalMemory, addr: int) -> DriverCopy | None:
+def decode_61(mem: PhysicalMemory, addr: int) -> DriverCopy | None:
     r = mem.read_partial(addr - 8, 56)
     if r.holes or addr < 8:
         return None
     ssid_bits, sid_bits = struct.unpack_from("<II", r.data, 0)
     va, dma, _l1desc, n_l1, _pad, base, cfg = struct.unpack_from("<QQQIIQI", r.data, 8)
+    if base != dma | RA or not dma or dma & 0x3F:
+        return None
     if not (sid_bits <= 32 and ssid_bits <= 20 and n_l1 and n_l1 & (n_l1 - 1) == 0):
         return None
     for layout, widths in (("6.1", _widths_61(mem, addr)), ("pre-5.10", _widths_pre510(mem, addr))):

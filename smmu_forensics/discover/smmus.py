@@ -18,7 +18,9 @@ from smmu_forensics.discover.fdt import parse as parse_fdt
 from smmu_forensics.discover.iort import Iort, IortError
 from smmu_forensics.discover.iort import parse as parse_iort
 from smmu_forensics.discover.printk import KernelLog, LogError, read_log
+from smmu_forensics.discover.registered import walk
 from smmu_forensics.discover.shape import TableCandidate
+from smmu_forensics.discover.symbols import SymbolError, Symbols
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.smmu.recorded import DriverCopy
 from smmu_forensics.smmu.states import TableFormat
@@ -100,8 +102,10 @@ class Discovery:
     notes: list[str] = field(default_factory=list)
 
 
-def discover(mem: PhysicalMemory) -> Discovery:
-    """Every SMMU the dump shows, its registers' sources, and the devices behind its StreamIDs."""
+def discover(mem: PhysicalMemory, syms: Symbols | None = None) -> Discovery:
+    """Every SMMU the dump shows, its registers' sources, and the devices behind its StreamIDs.
+    ``syms`` (System.map or vmlinux) lets the driver's list of SMMUs be walked; without it the
+    kernel's kallsyms is tried when the log names several SMMUs (the tie then matters)."""
     d = Discovery()
     try:
         d.log = read_log(mem)
@@ -120,7 +124,8 @@ def discover(mem: PhysicalMemory) -> Discovery:
         d.smmus = [FoundSmmu(f"smmu{i}") for i in range(n)]
         d.notes.append("no SMMU named by the kernel log: " + (f"{len(copies)} driver register copies" if copies else
                        f"{n} table(s) found by shape") + " taken as the SMMUs")
-    _tie(d, copies)
+    _registered(mem, d, syms)
+    _tie(d, [c for c in copies if all(s.copy is None or s.copy.addr != c.addr for s in d.smmus)])
     _shapes(d)
     for s in d.smmus:
         _firmware(s, d)
@@ -199,26 +204,46 @@ def _device_tree(mem: PhysicalMemory, candidates: list[int], d: Discovery) -> tu
     return None, None
 
 
+def _registered(mem: PhysicalMemory, d: Discovery, syms: Symbols | None) -> None:
+    """Tie copies to SMMUs by name through ``iommu_device_list`` when symbols name it."""
+    if syms is None and len(d.smmus) > 1 and "SYMBOL(kallsyms_names)" in mem.vmcoreinfo():
+        try:
+            syms = Symbols.from_kallsyms(mem, {"iommu_device_list", "arm_smmu_ops"})
+        except SymbolError as exc:
+            d.notes.append(str(exc))
+    if syms is None:
+        return
+    found, notes = walk(mem, syms)
+    d.notes += notes
+    for r in found:
+        s = next((s for s in d.smmus if s.name == r.name), None)
+        if s is None:
+            s = FoundSmmu(r.name or f"smmu{len(d.smmus)}")
+            d.smmus.append(s)
+        if r.copy is not None and s.copy is None:
+            s.copy = r.copy
+            s.evidence.append(Evidence(f"registered on iommu_device_list (node {r.node:#x}, device {r.name!r}, symbols from "
+                                       f"{syms.source}): the driver's strtab_cfg ({r.copy.layout} layout) just before it",
+                                       "kernel memory", r.copy.addr))
+            _describe_copy(s, r.copy)
+
+
 def _tie(d: Discovery, copies: list[DriverCopy]) -> None:
     """Give each SMMU its driver copy: by ias/oas when those tell them apart, else in order."""
     left = list(copies)
-    by_order = len(copies) == len(d.smmus) and not any(c.ias for c in copies)  # 6.12 keeps no ias/oas beside its copy
-    for s in d.smmus:
-        match = [c for c in left if c.ias == s.ias and c.oas == s.oas] or ([] if len(d.smmus) > 1 and not by_order else left)
+    open_ = [s for s in d.smmus if s.copy is None]  # those the driver's own list did not already name
+    by_order = len(copies) == len(open_) and not any(c.ias for c in copies)  # 6.12 keeps no ias/oas beside its copy
+    for s in open_:
+        match = [c for c in left if c.ias == s.ias and c.oas == s.oas] or ([] if len(open_) > 1 and not by_order else left)
         if not match:
             continue
         c = match[0]
         left.remove(c)
         s.copy = c
-        if len(d.smmus) > 1 and c.ias is None:
+        if len(open_) > 1 and c.ias is None:
             s.assumptions.append(f"the driver copy at {c.addr:#x} tied to {s.name} by order (the copies are in the order "
                                  "the SMMUs probed; nothing beside them names the SMMU)")
-        regs = (f"STRTAB_BASE {c.strtab_base:#x}, STRTAB_BASE_CFG {c.strtab_base_cfg:#x}" if c.strtab_base is not None
-                else f"l1_dma {c.strtab_dma:#x} (6.12 layout: the registers are rebuilt from it)")
-        s.evidence.append(Evidence(f"the driver's arm_smmu_strtab_cfg: {regs}, {c.num_l1_ents} L1 entries; sid_bits {c.sid_bits}, "
-                                   f"ssid_bits {c.ssid_bits}, asid_bits {c.asid_bits}, vmid_bits {c.vmid_bits}"
-                                   + (f"; ias/oas {c.ias}/{c.oas} as the log says" if c.ias == s.ias and c.oas == s.oas else ""),
-                                   "kernel memory", c.addr))
+        _describe_copy(s, c)
     if left:
         d.notes.append(f"{len(left)} driver register copies not tied to an SMMU of the kernel log: "
                        + ", ".join(f"{c.addr:#x}" for c in left))
@@ -252,6 +277,15 @@ def _shapes(d: Discovery) -> None:
                              "the dump showed; taken from its populated entries")
         if len([t for t in d.tables if t.fmt is pick.fmt and t.score == pick.score]) > 1:
             s.assumptions.append(f"several table candidates score {pick.score}: the lowest address was taken")
+
+
+def _describe_copy(s: FoundSmmu, c: DriverCopy) -> None:
+    regs = (f"STRTAB_BASE {c.strtab_base:#x}, STRTAB_BASE_CFG {c.strtab_base_cfg:#x}" if c.strtab_base is not None
+            else f"l1_dma {c.strtab_dma:#x} (6.12 layout: the registers are rebuilt from it)")
+    s.evidence.append(Evidence(f"the driver's arm_smmu_strtab_cfg: {regs}, {c.num_l1_ents} L1 entries; sid_bits {c.sid_bits}, "
+                               f"ssid_bits {c.ssid_bits}, asid_bits {c.asid_bits}, vmid_bits {c.vmid_bits}"
+                               + (f"; ias/oas {c.ias}/{c.oas} as the log says" if c.ias is not None and c.ias == s.ias and c.oas == s.oas else ""),
+                               "kernel memory", c.addr))
 
 
 def _firmware(s: FoundSmmu, d: Discovery) -> None:

@@ -17,6 +17,7 @@ class MemoryImage:
     excluded: list[tuple[int, int]] = field(default_factory=list)
     pages: dict[int, bytearray] = field(default_factory=dict)  # pfn -> bytes
     vmcoreinfo: dict[str, str] = field(default_factory=dict)
+    symbols: dict[str, int] = field(default_factory=dict)  # kernel symbols (runtime = link-time: KERNELOFFSET 0) for OUT.System.map
 
     def in_ram(self, addr: int, size: int = 1) -> bool:
         return any(s <= addr and addr + size <= s + n for s, n in self.ram)

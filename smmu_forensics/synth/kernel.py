@@ -15,6 +15,7 @@ A scenario's ``kernel`` section::
       extra_log: ['...']    # more lines
       pci: [{bdf: '0000:00:01.0', vendor: '0x1af4', device: '0x1042', class: '0x010000', driver: virtio-pci, group: 1}]
       decoys: [{base: '0x41000000', l2_base: '0x41010000', l1: [0]}]
+      symbols: false        # iommu_device_list through each SMMU's struct iommu_device, and OUT.System.map
 
 Layouts are the readers' own (:mod:`smmu_forensics.discover.printk` offsets as in the 6.1 capture's
 VMCOREINFO, :data:`smmu_forensics.discover.iort.IortHeader` built by Construct, the FDT tokens of
@@ -56,6 +57,7 @@ PAGE_OFFSET_48_4X = (-(1 << 47)) & MASK64  # before 5.4 (see discover.kva)
 IMAGE_4X = 0xFFFF000008000000  # where a 4.x arm64 kernel image starts (KIMAGE_VADDR, no KASLR)
 #: log_buf_vmcoreinfo_setup() of 4.x-5.9 (kernel/printk/printk.c): struct printk_log { u64 ts_nsec;
 #: u16 len, text_len, dict_len; u8 facility; u8 flags:5, level:3; } (16 bytes)
+IOMMU_DEVICE = 40  # struct iommu_device's first five words: list (next, prev), ops, fwnode, dev
 LEGACY_LAYOUT = {"SIZE(printk_log)": "16", "OFFSET(printk_log.ts_nsec)": "0", "OFFSET(printk_log.len)": "8",
                  "OFFSET(printk_log.text_len)": "10", "OFFSET(printk_log.dict_len)": "12"}
 
@@ -111,9 +113,11 @@ def write_kernel(img: MemoryImage, spec: dict[str, Any], smmus: list[dict[str, A
     fw = str(spec.get("firmware", "dt"))
     pci = [{**p, "bdf": str(p["bdf"])} for p in spec.get("pci", [])]
     lines: list[str] = []
+    devnames: list[str] = []
     for i, r in enumerate(smmus):
         base = _i(r.get("base", 0x9050000 + 0x20000 * i))
         dev = f"{base:x}.smmuv3" if fw == "dt" else f"arm-smmu-v3.{i}.auto"
+        devnames.append(dev)
         oas = _oas(r)
         lines.append(f"arm-smmu-v3 {dev}: ias {oas}-bit, oas {oas}-bit (features 0x{_feature_word(r):08x})")
     for p in pci:
@@ -127,11 +131,14 @@ def write_kernel(img: MemoryImage, spec: dict[str, Any], smmus: list[dict[str, A
         pa, n = _iort(k, smmus)
         lines.insert(0, f"ACPI: IORT 0x{pa:016X} {n:06X} (v03 SYNTH  SYNTHIORT 00000001 SYN 00000001)")
     layout = str(spec.get("layout", "6.1"))
+    nodes = []
     for r in smmus:
         if layout in ("6.1", "pre-5.10"):
-            _copy_61(k, r, legacy=layout == "pre-5.10")
+            nodes.append(_copy_61(k, r, legacy=layout == "pre-5.10"))
         elif layout == "6.12":
-            _copy_612(k, r)
+            nodes.append(_copy_612(k, r))
+    if spec.get("symbols") and nodes:
+        _iommu_list(k, nodes, devnames)
     for d in spec.get("decoys", []):
         _decoy(img, _i(d["base"]), _i(d["l2_base"]), [int(x) for x in d.get("l1", [0])])
     if spec.get("log", True):
@@ -189,7 +196,7 @@ def _geometry(r: dict[str, Any]) -> tuple[int, int, int, int]:
     return dma, 1 << (log2size - split if two else log2size), base, cfg
 
 
-def _copy_61(k: _Kernel, r: dict[str, Any], legacy: bool = False) -> None:
+def _copy_61(k: _Kernel, r: dict[str, Any], legacy: bool = False) -> int:
     """``struct arm_smmu_device`` from ``ias`` to ``strtab_cfg`` (6.1 layout, or with ``legacy`` the
     pre-5.10 one; see discover.driver)."""
     dma, n, base, cfg = _geometry(r)
@@ -197,27 +204,45 @@ def _copy_61(k: _Kernel, r: dict[str, Any], legacy: bool = False) -> None:
     oas = _oas(r)
     asid, vmid = (16 if L.get(L.IDR0, idr0, "ASID16") else 8), (16 if L.get(L.IDR0, idr0, "VMID16") else 8)
     if legacy:  # before 5.10: asid_bits, asid_map, vmid_bits, vmid_map
-        head = k.take(24 + 2 * (8 + VMID_MAP_BYTES) + 8 + 48, 8)
+        head = k.take(24 + 2 * (8 + VMID_MAP_BYTES) + 8 + 48 + IOMMU_DEVICE, 8)
         k.img.write(head, struct.pack("<QQQI", oas, oas, 0x40201000, asid))
         k.img.write(head + 24 + 8 + VMID_MAP_BYTES, struct.pack("<I", vmid))
         cfg_at = head + 24 + 2 * (8 + VMID_MAP_BYTES) + 8
     else:
-        head = k.take(32 + VMID_MAP_BYTES + 8 + 48, 8)
+        head = k.take(32 + VMID_MAP_BYTES + 8 + 48 + IOMMU_DEVICE, 8)
         k.img.write(head, struct.pack("<QQQII", oas, oas, 0x40201000, asid, vmid))
         cfg_at = head + 32 + VMID_MAP_BYTES + 8
     k.img.write(cfg_at - 8, struct.pack("<II", L.get(L.IDR1, idr1, "SSIDSIZE"), L.get(L.IDR1, idr1, "SIDSIZE")))
     k.img.write(cfg_at, struct.pack("<QQQIIQI", k.lm(dma), dma, k.lm(dma + 0x100000), n, 0, base, cfg))
+    return cfg_at + 48
 
 
-def _copy_612(k: _Kernel, r: dict[str, Any]) -> None:
+def _copy_612(k: _Kernel, r: dict[str, Any]) -> int:
     """6.12's ``strtab_cfg.l2 = { l1tab, l2ptrs, l1_dma, num_l1_ents }`` after sid/ssid bits."""
     dma, n, _base, cfg = _geometry(r)
     if L.get(L.STRTAB_BASE_CFG, cfg, "FMT") != L.StrtabFmt.TWO_LEVEL:
         raise UsageError("scenario: kernel.layout 6.12 is written for 2-level tables only")
     idr1 = _i(r.get("idr1", 0))
-    at = k.take(48, 8)
+    at = k.take(48 + IOMMU_DEVICE, 8)
     k.img.write(at, struct.pack("<II", L.get(L.IDR1, idr1, "SSIDSIZE"), L.get(L.IDR1, idr1, "SIDSIZE")))
     k.img.write(at + 8, struct.pack("<QQQI", k.lm(dma), k.lm(dma + 0x100000), dma, n))
+    return at + 8 + 32
+
+
+def _iommu_list(k: _Kernel, nodes: list[int], names: list[str]) -> None:
+    """``iommu_device_list`` through each SMMU's ``struct iommu_device`` (right after its strtab_cfg),
+    with another driver's node first (its ops are not ``arm_smmu_ops``); symbols for a System.map."""
+    head, ops, other_ops = k.take(16, 8), k.take(64, 8), k.take(64, 8)
+    other = k.take(IOMMU_DEVICE, 8)
+    chain = [other] + nodes
+    for i, node in enumerate(chain):
+        nxt = k.lm(chain[i + 1]) if i + 1 < len(chain) else k.image(head)
+        name = (names[i - 1] if 0 < i <= len(names) else "other-iommu").encode() + b"\0"
+        dev = k.take(8 + len(name), 8)
+        k.img.write(dev, struct.pack("<Q", k.lm(dev + 8)) + name)
+        k.img.write(node, struct.pack("<QQQQQ", nxt, 0, k.image(ops if i else other_ops), 0, k.lm(dev)))
+    k.img.write(head, struct.pack("<QQ", k.lm(chain[0]), k.lm(chain[-1])))
+    k.img.symbols.update({"iommu_device_list": k.image(head), "arm_smmu_ops": k.image(ops), "other_iommu_ops": k.image(other_ops)})
 
 
 def _fdt(k: _Kernel, smmus: list[dict[str, Any]]) -> None:

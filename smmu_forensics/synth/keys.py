@@ -29,7 +29,7 @@ _CORRUPTION = {"name", "smmu", "index", "span", "l2ptr", "sid", "field", "value"
 SECTIONS: dict[str, tuple[set[str], dict[str, str]]] = {
     "top": ({"name", "description", "machine", "smmus", "expect", "corruptions", "dump_level", "skip_formats", "kernel"},
             {"machine": "machine", "smmus": "smmu", "expect": "expect", "corruptions": "corruption", "kernel": "kernel"}),
-    "kernel": ({"at", "layout", "firmware", "log", "extra_log", "pci", "decoys", "printk", "va_layout"}, {"pci": "pci", "decoys": "decoy"}),
+    "kernel": ({"at", "layout", "firmware", "log", "extra_log", "pci", "decoys", "printk", "va_layout", "symbols"}, {"pci": "pci", "decoys": "decoy"}),
     "pci": ({"bdf", "vendor", "device", "class", "driver", "group"}, {}),
     "decoy": ({"base", "l2_base", "l1"}, {}),
     "machine": ({"page_size", "ram", "crashkernel", "excluded", "vmcoreinfo"},

@@ -389,6 +389,10 @@ def write_outputs(built: Built, out: str, fmt: str) -> list[str]:
     paths = [out, out + ".smmu.json"]
     with open(out + ".smmu.json", "w") as f:
         json.dump(side, f, indent=1)
+    if built.image.symbols:
+        with open(out + ".System.map", "w") as f:
+            f.writelines(f"{a:016x} {'R' if n.endswith('ops') else 'd'} {n}\n" for n, a in sorted(built.image.symbols.items(), key=lambda x: x[1]))
+        paths.append(out + ".System.map")
     if built.expect:
         with open(out + ".expected.json", "w") as f:
             json.dump({"scenario": built.name, "smmus": built.expect}, f, indent=1)
