@@ -234,3 +234,20 @@ def test_kallsyms_of_the_real_capture_decodes():
     assert syms["_stext"] == int(info["SYMBOL(_stext)"], 16)
     assert syms.get("arm_smmu_device_probe") is not None and syms.get("iommu_device_list") is None
     assert len(syms.addrs) > 40000
+
+
+@needs_captures
+@pytest.mark.parametrize("dump", [CAPTURE / "mdf-l-d31.kdump", ACPI / "kdump-mdf-l-d31.kdump"], ids=lambda p: p.parent.name)
+def test_swapper_pg_dir_walk_agrees_with_the_formulas(dump):
+    """The kernel's own page tables (TTBR1, from SYMBOL(swapper_pg_dir)) translate an image address
+    (prb) and a linear-map address (the driver's strtab VA) to what the VMCOREINFO formulas give
+    and, for the table, to the strtab_dma the driver stored beside it."""
+    from smmu_forensics.discover.kva import KernelVA
+
+    with open_dump(str(dump)) as mem:
+        info = mem.vmcoreinfo()
+        k = KernelVA.from_vmcoreinfo(info)
+        prb = int(info["SYMBOL(prb)"], 16)
+        copy = find_driver_copies(mem)[0]
+        assert k.walk(mem, prb) == k.pa(prb)
+        assert k.walk(mem, copy.strtab_va) == k.pa(copy.strtab_va) == copy.strtab_dma

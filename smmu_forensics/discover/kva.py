@@ -6,8 +6,10 @@ the linear map is the lower half of the kernel VA space, the image lives in the 
 Documentation/arch/arm64/memory.rst).  Before 5.4 (commit 14c127c957c1 "arm64: mm: Flip kernel VA
 space") the halves were the other way round: PAGE_OFFSET = -(1 << (VA_BITS - 1)), the image in the
 lower half.  Which one a dump uses shows in where its image symbols (``SYMBOL(_stext)``,
-``SYMBOL(swapper_pg_dir)``) lie.  Other addresses (vmalloc, ioremap) need a walk of
-``swapper_pg_dir`` and are refused here, as are 52-bit VA kernels (their layout differs).
+``SYMBOL(swapper_pg_dir)``) lie.  Other addresses (vmalloc) are translated by :meth:`KernelVA.walk`,
+a walk of ``swapper_pg_dir`` with the kernel half's input size (``64 - TCR_EL1_T1SZ``) and the
+dump's page size as granule (checked against the formulas on the real captures).  52-bit VA
+kernels are refused (their linear map differs).
 
 >>> k = KernelVA.from_vmcoreinfo({"NUMBER(VA_BITS)": "48", "NUMBER(kimage_voffset)": "0xffffc89262000000",
 ...                              "NUMBER(PHYS_OFFSET)": "0x40000000"})
@@ -22,6 +24,8 @@ lower half.  Which one a dump uses shows in where its image symbols (``SYMBOL(_s
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from smmu_forensics.dumps.base import PhysicalMemory
 
 __all__ = ["KernelVA", "TranslationError"]
 
@@ -48,6 +52,9 @@ class KernelVA:
     kimage_voffset: int
     phys_offset: int
     flipped: bool = True  # the 5.4+ layout (linear map in the lower half)
+    swapper: int | None = None  # SYMBOL(swapper_pg_dir), for :meth:`walk`
+    t1sz: int | None = None  # NUMBER(TCR_EL1_T1SZ): the kernel half's input size is 64 - T1SZ
+    page_shift: int = 12
 
     @classmethod
     def from_vmcoreinfo(cls, info: dict[str, str]) -> KernelVA:
@@ -61,7 +68,11 @@ class KernelVA:
                 flipped = int(image, 16) >= (-(1 << (va_bits - 1))) & MASK64
             except ValueError:
                 raise TranslationError(f"VMCOREINFO image symbol {image!r} is not a number") from None
-        return cls(va_bits, _num(info, "NUMBER(kimage_voffset)", 16), _num(info, "NUMBER(PHYS_OFFSET)", 16), flipped)
+        swapper = int(info["SYMBOL(swapper_pg_dir)"], 16) if "SYMBOL(swapper_pg_dir)" in info else None
+        t1sz = _num(info, "NUMBER(TCR_EL1_T1SZ)", 16) if "NUMBER(TCR_EL1_T1SZ)" in info else None
+        page = _num(info, "PAGESIZE", 10) if "PAGESIZE" in info else 4096
+        return cls(va_bits, _num(info, "NUMBER(kimage_voffset)", 16), _num(info, "NUMBER(PHYS_OFFSET)", 16), flipped,
+                   swapper, t1sz, page.bit_length() - 1 if page in (4096, 16384, 65536) else 12)
 
     @property
     def page_offset(self) -> int:
@@ -83,3 +94,22 @@ class KernelVA:
             if pa < 1 << 52:
                 return pa
         raise TranslationError(f"{va:#x} is neither a linear-map nor a kernel-image address")
+
+    def resolve(self, mem: PhysicalMemory, va: int) -> int:
+        """:meth:`pa` when the address is linear-map or image, else :meth:`walk` (vmalloc)."""
+        try:
+            return self.pa(va)
+        except TranslationError:
+            return self.walk(mem, va)
+
+    def walk(self, mem: PhysicalMemory, va: int) -> int:
+        """The physical address of any kernel VA (vmalloc too), by a walk of ``swapper_pg_dir`` as
+        the MMU does it for TTBR1 (crash's ``vtop``)."""
+        from smmu_forensics.smmu.pgtable import translate
+
+        if self.swapper is None:
+            raise TranslationError("VMCOREINFO lacks SYMBOL(swapper_pg_dir): no page-table walk")
+        t = translate(mem, self.pa(self.swapper), va, 64 - (self.t1sz or 64 - self.va_bits), self.page_shift)
+        if t.pa is None:
+            raise TranslationError(f"{va:#x}: {t.why}")
+        return t.pa

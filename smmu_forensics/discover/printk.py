@@ -109,9 +109,9 @@ def _read(mem: PhysicalMemory, kva: KernelVA, lay: _Layout, rb: int, max_records
         raise LogError(f"printk ring claims 2^{count_bits} records and 2^{size_bits} bytes of text: implausible")
     count, size = 1 << count_bits, 1 << size_bits
     d_sz, i_sz = lay.size("prb_desc"), lay.size("printk_info")
-    descs = mem.read(kva.pa(_u64(mem, dr + lay.off("prb_desc_ring.descs"))), count * d_sz)
-    infos = mem.read(kva.pa(_u64(mem, dr + lay.off("prb_desc_ring.infos"))), count * i_sz)
-    data = mem.read(kva.pa(_u64(mem, tr + lay.off("prb_data_ring.data"))), size)
+    descs = mem.read(kva.resolve(mem, _u64(mem, dr + lay.off("prb_desc_ring.descs"))), count * d_sz)
+    infos = mem.read(kva.resolve(mem, _u64(mem, dr + lay.off("prb_desc_ring.infos"))), count * i_sz)
+    data = mem.read(kva.resolve(mem, _u64(mem, tr + lay.off("prb_data_ring.data"))), size)
     tail = _u64(mem, dr + lay.off("prb_desc_ring.tail_id") + lay.off("atomic_long_t.counter")) & DESC_ID_MASK
     head = _u64(mem, dr + lay.off("prb_desc_ring.head_id") + lay.off("atomic_long_t.counter")) & DESC_ID_MASK
     log = KernelLog(source=f"printk ring buffer at {rb:#x} (2^{count_bits} records, {size} bytes of text)")
@@ -188,7 +188,7 @@ def read_legacy_log(mem: PhysicalMemory, max_records: int | None = None) -> Kern
         kva = KernelVA.from_vmcoreinfo(info)
         lay = _Layout(info)
         sym = lambda name: kva.pa(int(info[f"SYMBOL({name})"], 16))  # noqa: E731
-        buf = kva.pa(_u64(mem, sym("log_buf")))
+        buf = kva.resolve(mem, _u64(mem, sym("log_buf")))
         size = int.from_bytes(mem.read(sym("log_buf_len"), 4), "little")
         first = int.from_bytes(mem.read(sym("log_first_idx"), 4), "little")
         nxt = int.from_bytes(mem.read(sym("log_next_idx"), 4), "little")

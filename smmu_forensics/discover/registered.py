@@ -55,7 +55,7 @@ def walk(mem: PhysicalMemory, syms: Symbols) -> tuple[list[Registered], list[str
         seen = {head_va}
         while node_va not in seen and len(seen) <= MAX_NODES:
             seen.add(node_va)
-            node = kva.pa(node_va)
+            node = kva.resolve(mem, node_va)
             if ops is None or _u64(mem, node + OPS_OFFSET) == ops:
                 out.append(_one(mem, kva, node))
             node_va = _u64(mem, node)
@@ -69,7 +69,7 @@ def walk(mem: PhysicalMemory, syms: Symbols) -> tuple[list[Registered], list[str
 def _one(mem: PhysicalMemory, kva: KernelVA, node: int) -> Registered:
     name = ""
     try:
-        dev = kva.pa(_u64(mem, node + DEV_OFFSET))
+        dev = kva.resolve(mem, _u64(mem, node + DEV_OFFSET))
         raw = mem.read_partial(kva.pa(_u64(mem, dev)), 64).data
         name = raw.split(b"\0", 1)[0].decode("ascii", "replace")
     except (TranslationError, MemoryMissing):

@@ -23,7 +23,7 @@ import numpy as np
 
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.smmu.fields import genmask
-from smmu_forensics.smmu.lpae import AP_RDONLY, LPAE_S1, S2AP_WRITE, DescType
+from smmu_forensics.smmu.lpae import AP_RDONLY, LPAE_S1, S2AP_WRITE, DescType, get
 
 GRANULE_SHIFT = {0: 12, 1: 16, 2: 14}  # CD.TG0: 00 4K, 01 64K, 10 16K [S-CD]
 PTE_ADDR_MASK = LPAE_S1.field("OA").mask  # ARM_LPAE_PTE_ADDR_MASK
@@ -50,6 +50,66 @@ class PgWalk:
     mapped_bytes: int = 0
     problems: list[str] = field(default_factory=list)
     truncated: bool = False
+
+
+@dataclass
+class Step:
+    """One level of a single-address translation: the table read, the index used, the descriptor."""
+
+    level: int
+    table: int
+    index: int
+    desc: int | None  # None: the table is not in the dump
+
+
+@dataclass
+class Translation:
+    va: int
+    pa: int | None = None
+    size: int = 0  # the leaf's size (page or block)
+    writable: bool = False
+    steps: list[Step] = field(default_factory=list)
+    why: str = ""  # why there is no PA (invalid descriptor, missing table, ...)
+
+
+def translate(mem: PhysicalMemory, root: int, va: int, ias: int, pg_shift: int, stage: int = 1) -> Translation:
+    """The translation of one input address through VMSAv8-64 tables at ``root``, level by level
+    (like crash's ``vtop``); only the low ``ias`` bits of ``va`` index the tables (a TTBR1 address's
+    upper ones are the region, not the index).
+
+    >>> from smmu_forensics.dumps.sniff import open_dump
+    >>> with open_dump("fixtures/qemu-panic-carved.elf") as mem:
+    ...     t = translate(mem, 0x4820e000, 0xffffa000, 48, 12)
+    >>> hex(t.pa), t.size, [s.level for s in t.steps]
+    ('0x431cf000', 4096, [0, 1, 2, 3])
+    """
+    bpl = pg_shift - 3
+    levels = -(-(ias - pg_shift) // bpl)
+    t = Translation(va)
+    table = root & PTE_ADDR_MASK
+    for level in range(4 - levels, 4):
+        shift = pg_shift + (3 - level) * bpl
+        width = min(bpl, ias - shift)
+        idx = (va >> shift) & ((1 << width) - 1)
+        r = mem.read_partial(table + 8 * idx, 8)
+        if r.holes:
+            t.steps.append(Step(level, table, idx, None))
+            t.why = f"level-{level} table {table:#x} is {r.holes[0].state.value} in the dump"
+            return t
+        desc = int.from_bytes(r.data, "little")
+        t.steps.append(Step(level, table, idx, desc))
+        kind = get(LPAE_S1, desc, "TYPE")
+        if kind & 1 == 0 or (level == 3 and kind == DescType.BLOCK) or (level == 0 and kind == DescType.BLOCK):
+            t.why = f"level-{level} descriptor {desc:#x} is invalid"
+            return t
+        oa = desc & PTE_ADDR_MASK
+        if level == 3 or kind == DescType.BLOCK:
+            t.size = 1 << shift
+            t.pa = (oa & ~(t.size - 1)) | (va & (t.size - 1))
+            t.writable = not desc & AP_RDONLY if stage == 1 else bool(desc & S2AP_WRITE)
+            return t
+        table = oa & ~((1 << pg_shift) - 1)
+    return t
 
 
 def walk_stage1(mem: PhysicalMemory, ttb: int, t0sz: int, tg: int, max_tables: int = 4096, max_leaves: int = 1 << 16,
