@@ -230,3 +230,17 @@ def test_system_map_walks_the_drivers_list_and_names_each_copy(tmp_path):
     bad.write_bytes(b"hello\n")
     q = run_cli("discover", path, "--vmlinux", str(bad))
     assert q.returncode == 2 and q.stderr.count(b"\n") == 1 and b"no 'address type name' lines" in q.stderr
+
+
+def test_a_decoy_with_more_descriptors_loses_to_the_table_the_devices_use(tmp_path):
+    """Shape alone would pick the decoy (3 L1 descriptors against 2); the log's PCI devices (RIDs
+    0x8 and 0x100: L1[0] and L1[1]) populate the real one, and that evidence ranks first."""
+    doc = copy.deepcopy(BASE)
+    doc["smmus"] = doc["smmus"][:1]
+    doc["kernel"].update(layout="none", decoys=[{"base": "0x41000000", "l2_base": "0x41010000", "l1": [5, 6, 7]}])
+    path, smmus = _dump(tmp_path, doc)
+    d, regs, found = _found(path)
+    assert d.tables[0].base == 0x41000000  # the best shape
+    assert found[0].table.base == 0x40100000
+    assert any("2 of the log's 2 PCI devices" in e.what for e in found[0].evidence)
+    assert (regs[0].values["strtab_base"], regs[0].values["strtab_base_cfg"]) == _given(smmus)[0]

@@ -22,6 +22,7 @@ from smmu_forensics.discover.registered import walk
 from smmu_forensics.discover.shape import TableCandidate
 from smmu_forensics.discover.symbols import SymbolError, Symbols
 from smmu_forensics.dumps.base import PhysicalMemory
+from smmu_forensics.smmu.fields import STRTAB_SPLIT
 from smmu_forensics.smmu.recorded import DriverCopy
 from smmu_forensics.smmu.states import TableFormat
 
@@ -262,17 +263,22 @@ def _shapes(d: Discovery) -> None:
             s.evidence.append(Evidence(f"shape agrees: {same.describe()}", "memory shape", same.base))
         else:
             s.evidence.append(Evidence(f"no table of the shape Linux writes at {s.copy.strtab_dma:#x}", "memory shape"))
+    rids = {p.rid for p in d.devices}
     for s in d.smmus:
         if s.copy is not None:
             continue
         two = s.feature("2_LVL_STRTAB") is not False
-        pick = next((t for t in left if (t.fmt is TableFormat.TWO_LEVEL) == two and t.score > 0), None)
-        if pick is None:
+        fits = [t for t in left if (t.fmt is TableFormat.TWO_LEVEL) == two and t.score > 0]
+        if not fits:
             continue
+        # independent evidence first: the log's PCI devices whose L1 entry the table populates, then shape
+        pick = max(fits, key=lambda t: (_device_hits(t, rids), t.score, -t.base))
         left.remove(pick)
         s.table = pick
-        s.evidence.append(Evidence(f"table found by shape (the driver's copy of its registers was not): {pick.describe()}",
-                                   "memory shape", pick.base))
+        hits = _device_hits(pick, rids)
+        s.evidence.append(Evidence(f"table found by shape (the driver's copy of its registers was not): {pick.describe()}"
+                                   + (f"; the L1 entries of {hits} of the log's {len(rids)} PCI devices (StreamID = RID) are "
+                                      "populated" if rids else ""), "memory shape", pick.base))
         s.assumptions.append(f"LOG2SIZE {pick.log2size} and SIDSIZE {pick.log2size}: the table's length is recorded nowhere "
                              "the dump showed; taken from its populated entries")
         if len([t for t in d.tables if t.fmt is pick.fmt and t.score == pick.score]) > 1:
@@ -286,6 +292,14 @@ def _describe_copy(s: FoundSmmu, c: DriverCopy) -> None:
                                f"ssid_bits {c.ssid_bits}, asid_bits {c.asid_bits}, vmid_bits {c.vmid_bits}"
                                + (f"; ias/oas {c.ias}/{c.oas} as the log says" if c.ias is not None and c.ias == s.ias and c.oas == s.oas else ""),
                                "kernel memory", c.addr))
+
+
+def _device_hits(t: TableCandidate, rids: set[int]) -> int:
+    """How many requester IDs land on a populated L1 entry (2-level) or inside the table (linear)."""
+    if t.fmt is TableFormat.LINEAR:
+        return sum(r < t.covered for r in rids)
+    populated = {i for i, _ in t.l2}
+    return sum((r >> STRTAB_SPLIT) in populated for r in rids)
 
 
 def _firmware(s: FoundSmmu, d: Discovery) -> None:
