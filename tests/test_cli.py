@@ -159,3 +159,20 @@ def test_synth_command_and_raw_sidecar(tmp_path):
 def test_no_color_and_plain_text():
     p = run_cli("inspect", str(CARVED), env={"NO_COLOR": "1"})
     assert p.returncode == 0 and b"\x1b[" not in p.stdout
+
+
+def test_the_answer_comes_first(tmp_path):
+    """Text and Markdown open with the decision per ruleset, the rule, the kernel's message and the
+    worst finding, before any register or table."""
+    from smmu_forensics.synth.scenario import build_scenario, load, write_outputs
+
+    out = str(tmp_path / "l1.elf")
+    write_outputs(build_scenario(load("fixtures/scenarios/l1-span.yaml")), out, "elf")
+    text = run_cli("inspect", out, "--rules", "all").stdout.decode()
+    head = text[: text.index("Registers")]
+    for rs in ("latest", "v7", "v6"):
+        assert f"smmu0 {rs} FULL RESET L1-SPAN: " in head
+    assert "unsupported span 5" in head and "worst finding: warning L1-SPAN-SMALL at L1[1]" in head
+    md_out = run_cli("inspect", out, "--format", "markdown").stdout.decode()
+    assert md_out.index("| smmu0 | latest | **FULL RESET** | L1-SPAN |") < md_out.index("## SMMU smmu0")
+    assert md_out.index("Worst finding on smmu0: **warning** `L1-SPAN-SMALL`") < md_out.index("## SMMU smmu0")

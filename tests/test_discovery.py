@@ -127,6 +127,8 @@ def test_registers_from_another_run_are_flagged():
     code, rep = _inspect(CAPTURE / "mdf-l-d31.kdump", "--regs", str(ACPI / "registers.json"))
     f = [x for x in rep["smmus"][0]["findings"] if x["id"] == "REG-NOT-THIS-DUMP"]
     assert f and f[0]["severity"] == "error" and "table 0x431be000" in f[0]["message"]
+    text = run_cli("inspect", str(CAPTURE / "mdf-l-d31.kdump"), "--regs", str(ACPI / "registers.json")).stdout.decode()
+    assert "worst finding: error REG-NOT-THIS-DUMP" in text[: text.index("Registers")]  # at the top of the report
     code, rep = _inspect(CAPTURE / "mdf-l-d31.kdump", "--regs", str(CAPTURE / "registers.json"))
     assert not [x for x in rep["smmus"][0]["findings"] if x["id"].startswith("REG-")]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from smmu_forensics.report import answer
 from smmu_forensics.report.escape import md
 from smmu_forensics.report.types import FieldShown, Report, SidDetail, SmmuModel
 
@@ -19,10 +20,23 @@ def render(report: Report) -> str:
         out.append(f"Dump {md(d['path'])}: {md(d['format'])}, page size {d['page_size']}"
                    + (f", kernel {md(d['osrelease'])}" if d.get("osrelease") else "") + ".")
         out.append("")
+    out += _answer(report)
     for s in report["smmus"]:
         out += _smmu(s)
     out.append(f"_{md(report['tool'])}, schema {report['schema_version']}, exit code {report['exit_code']}_")
     return "\n".join(out) + "\n"
+
+
+def _answer(report: Report) -> list[str]:
+    """The answer first: one row per SMMU and ruleset, and each SMMU's worst finding."""
+    o = ["| SMMU | ruleset | decision | rule | kernel message / why |", "|---|---|---|---|---|"]
+    for a in answer.lines(report):
+        o.append(_row(a.smmu, a.ruleset, LABEL[a.decision], (a.rule or "-") + ("?" if not a.certain else ""), a.why))
+    for s in report["smmus"]:
+        w = answer.worst(s)
+        if w is not None and w["severity"] in ("critical", "error", "warning"):
+            o += ["", f"Worst finding on {md(s['name'])}: **{md(w['severity'])}** `{md(w['id'])}` at {md(w['where'])}: {md(w['message'])}"]
+    return o + [""]
 
 
 def _fields_table(fields: dict[str, FieldShown]) -> list[str]:

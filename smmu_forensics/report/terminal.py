@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from smmu_forensics.report import answer
 from smmu_forensics.report.escape import clean
 from smmu_forensics.report.types import DiscoveryModel, Report, SidDetail, SmmuModel, TableModel
 
@@ -34,25 +35,34 @@ def render(report: Report, console: Console) -> None:
     if d:
         console.print(T(f"dump: {d['path']}  ({d['format']}, page {d['page_size']}"
                         + (f", {d['osrelease']}" if d.get("osrelease") else "") + ")", "dim"))
+    _answer(report, console)
     for s in report["smmus"]:
         _smmu(s, console)
-    _summary(report, console)
+    console.print(T(f"exit code {report['exit_code']}", "dim"))
 
 
-def _summary(report: Report, c: Console) -> None:
-    """One line per SMMU: trustworthy or not, at a glance."""
-    c.rule(T("summary", "bold"))
-    for s in report["smmus"]:
-        line = Text(clean(s["name"]) + ": ", style="bold")
-        for i, (name, v) in enumerate(s["verdicts"].items()):
-            label, style = DECISION_STYLE[v["decision"]]
-            line.append(("  " if i else "") + f"{name} ")
-            line.append(label + (f" ({v['rule']})" if v["rule"] and v["decision"] != "unknown" else ""), style=style)
-        worst = [f for f in s["findings"] if f["severity"] in ("critical", "error")]
-        if worst:
-            line.append(f"  {len(worst)} critical/error finding(s)", style="red")
+def _answer(report: Report, c: Console) -> None:
+    """The answer first: one line per SMMU and ruleset, then each SMMU's worst finding."""
+    c.rule(T("answer", "bold"))
+    for a in answer.lines(report):
+        label, style = DECISION_STYLE[a.decision]
+        line = Text(clean(a.smmu) + " ", style="bold")
+        line.append(clean(a.ruleset) + " ")
+        line.append(label, style=style)
+        if a.rule and a.decision != "adopt":
+            line.append(" " + clean(a.rule) + ("?" if not a.certain else ""), style=style)
+        if a.why:
+            line.append(": " + clean(a.why))
         c.print(line)
-    c.print(T(f"exit code {report['exit_code']}", "dim"))
+    for s in report["smmus"]:
+        w = answer.worst(s)
+        if w is not None and w["severity"] in ("critical", "error", "warning"):
+            n = sum(f["severity"] == w["severity"] for f in s["findings"])
+            line = Text(clean(s["name"]) + " worst finding: ", style="bold")
+            line.append(f"{w['severity']} {clean(w['id'])}", style=SEV_STYLE.get(w["severity"], ""))
+            line.append(f" at {clean(w['where'])}: {clean(w['message'])}" + (f" (+{n - 1} more {w['severity']})" if n > 1 else ""))
+            c.print(line)
+    c.print(T(f"exit code {report['exit_code']}; details follow", "dim"))
 
 
 def _registers(s: SmmuModel, c: Console) -> None:
