@@ -30,13 +30,16 @@ from smmu_forensics.rules.engine import evaluate
 from smmu_forensics.rules.findings import Finding, Severity, find
 from smmu_forensics.rules.versions import DEFAULT, VERSIONS
 from smmu_forensics.smmu import fields as L
+from smmu_forensics.smmu.dmamap import Hit, Range, merge, reaching, translate_iova
+from smmu_forensics.smmu.pgtable import Translation
+from smmu_forensics.smmu.reach import DmaReach
 from smmu_forensics.smmu.registers import Registers, find_sidecar
 from smmu_forensics.smmu.schemas import build
 from smmu_forensics.smmu.snapshot import Snapshot, decode
 from smmu_forensics.smmu.states import TableFormat
 
 __all__ = ["Analysis", "DumpSummary", "SmmuResult", "analyze", "analyze_smmu", "open_memory", "rulesets", "exit_code",
-           "discover_registers", "registers_of"]
+           "discover_registers", "registers_of", "DmaAnswer", "ContextAnswer", "SteAnswer", "dma_query"]
 
 
 @dataclass
@@ -230,3 +233,101 @@ def exit_code(smmus: Sequence[SmmuResult], fail_on: Severity | None = None) -> i
     if any(d is Decision.UNKNOWN for d in decisions) or not decisions:
         return EXIT_UNKNOWN
     return EXIT_OK
+
+
+# -- DMA questions ---------------------------------------------------------------------------------
+@dataclass
+class ContextAnswer:
+    """One translating context (a CD, or a stage-2 STE) of one SMMU, as the question needs it."""
+
+    smmu: str
+    context: DmaReach
+    ranges: list[Range]
+    translation: Translation | None = None  # with an IOVA asked
+
+
+@dataclass
+class SteAnswer:
+    """A SID asked about: its STE's state when it does not translate (abort, bypass, absent)."""
+
+    smmu: str
+    sid: int
+    config: str | None  # abort, bypass, s1, s2, nested, or None: no STE walked for it
+    valid: bool
+    note: str
+
+
+@dataclass
+class DmaAnswer:
+    """``smmu-forensics dma``: the contexts asked about, one IOVA's translation, who reaches a PA."""
+
+    sid: int | None
+    ssid: int | None
+    iova: int | None
+    pa: int | None
+    contexts: list[ContextAnswer] = field(default_factory=list)
+    stes: list[SteAnswer] = field(default_factory=list)
+    hits: list[tuple[str, Hit]] = field(default_factory=list)
+    #: SIDs whose valid STE bypasses translation, by SMMU: they reach every physical address
+    bypass: dict[str, list[int]] = field(default_factory=dict)
+    #: why the answer may be partial (a walk stopped by its budget, a table missing from the dump)
+    incomplete: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_UNKNOWN if self.incomplete else EXIT_OK
+
+
+def dma_query(mem: PhysicalMemory, a: Analysis, sid: int | None = None, iova: int | None = None,
+              pa: int | None = None, ssid: int | None = None) -> DmaAnswer:
+    """Answer the DMA questions over an analysed dump (``mem`` still open for translations).
+
+    >>> from smmu_forensics.smmu.registers import load_register_file
+    >>> regs = load_register_file("fixtures/qemu-panic-carved.elf.smmu.json")
+    >>> with open_memory("fixtures/qemu-panic-carved.elf") as mem:
+    ...     ans = dma_query(mem, analyze(mem, regs, ["latest"]), sid=8, iova=0xffffa000)
+    >>> [hex(c.translation.pa) for c in ans.contexts], ans.exit_code
+    (['0x431cf000'], 0)
+    """
+    ans = DmaAnswer(sid, ssid, iova, pa)
+    for s in a.smmus:
+        name, t = s.regs.name, s.snapshot.table
+        if t is None:
+            ans.incomplete.append(f"{name}: no stream table walked")
+            continue
+        if t.truncated:
+            ans.incomplete += [f"{name}: {why}" for why in t.truncated]
+        valid, cfg = t.valid(), t.configs()
+        byp = t.sids[valid & (cfg == L.SteConfig.BYPASS)]
+        if sid is not None:
+            byp = byp[byp == sid]
+        if len(byp):
+            ans.bypass[name] = [int(x) for x in byp.tolist()]
+        for c in s.snapshot.reach.contexts:
+            if sid is not None and sid not in c.sids or ssid is not None and c.ssid != ssid:
+                continue
+            w = c.walk
+            if w is not None and w.truncated:
+                ans.incomplete.append(f"{name}: the walk of {c.ttb:#x} stopped at its budget ({w.n_leaves} mappings seen)")
+            tr = translate_iova(mem, w, iova) if iova is not None and w is not None else None
+            if tr is not None and tr.pa is None and any(st.desc is None for st in tr.steps):
+                ans.incomplete.append(f"{name}: IOVA {iova:#x} via {c.ttb:#x}: {tr.why}")
+            ans.contexts.append(ContextAnswer(name, c, merge(w.leaves) if w is not None else [], tr))
+            if pa is not None:
+                ans.hits += [(name, h) for h in reaching([c], pa)]
+        if sid is not None:
+            i = t.find_sid(sid)
+            if i is None:
+                ans.stes.append(SteAnswer(name, sid, None, False, "no STE walked for this SID"))
+            elif not any(x.smmu == name for x in ans.contexts):
+                config = L.SteConfig(int(cfg[i])).label
+                v = bool(valid[i])
+                note = ("invalid STE: the SMMU aborts its DMA" if not v and t.known[i] else
+                        "the STE is not in the dump" if not t.known[i] else
+                        "DMA aborted" if config == "abort" else
+                        "translation bypassed: DMA reaches every physical address" if config == "bypass" else
+                        "no walked context (its CDs or tables are invalid or missing)")
+                if not t.known[i]:
+                    ans.incomplete.append(f"{name}: the STE of SID {sid:#x} is not in the dump")
+                ans.stes.append(SteAnswer(name, sid, config, v, note))
+    return ans

@@ -68,7 +68,7 @@ def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
 
     no_color = bool(os.environ.get("NO_COLOR"))
     return _Console(stderr=stderr, no_color=no_color, highlight=False, soft_wrap=False,
-                   width=None if sys.stdout.isatty() else 160)
+                   width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 
 
 def _open(dump: str, raw_base: str | None):  # type: ignore[no-untyped-def]
@@ -298,6 +298,29 @@ def _render(report: Report, fmt: str) -> None:
         terminal.render(report, _console())
 
 
+def _registers_for(mem, smmus: list, system_map: str | None, vmlinux: str | None) -> tuple[list, list]:  # type: ignore[no-untyped-def]
+    """The register sets to use: those given, or (when none names a stream table) those found in
+    the dump, with what was given (--coherent, --smmu-base) applied; exit 4 when nothing is found."""
+    from smmu_forensics.analysis import discover_registers
+
+    if any("strtab_base" in r.values for r in smmus):
+        return smmus, []
+    over = smmus[0] if smmus else None  # --coherent, --smmu-base without register values: applied to what is found
+    d, smmus, found = discover_registers(mem, _symbols(mem, system_map, vmlinux))
+    if over is not None and smmus:
+        if len(smmus) > 1:
+            raise UsageError(f"register flags apply to one SMMU, but the dump shows {len(smmus)}")
+        name = smmus[0].name
+        smmus = [smmus[0].merged(over)]
+        smmus[0].name = name
+    if not smmus:
+        sys.stderr.write("no SMMU register values given, and the dump does not show them: "
+                         + "; ".join(d.notes or ["no SMMU in the kernel log, no driver register copy in memory"]) + "\n"
+                         + NEED_REGS)
+        sys.exit(EXIT_UNKNOWN)
+    return smmus, found
+
+
 # -- inspect -------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("dump")
@@ -315,7 +338,7 @@ def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], cohe
             raw_base: str | None, list_all: bool, sid: str | None, max_stes: int | None, fail_on: str | None, save_regs: str | None,
             system_map: str | None, vmlinux: str | None, fmt: str, **flags: str | None) -> None:
     """Decode each SMMU's stream table in DUMP and judge whether a kdump kernel would adopt it."""
-    from smmu_forensics.analysis import analyze, discover_registers, rulesets
+    from smmu_forensics.analysis import analyze, rulesets
     from smmu_forensics.dumps.sniff import parse_int
     from smmu_forensics.report import model
     from smmu_forensics.rules.findings import Severity
@@ -324,21 +347,7 @@ def inspect(dump: str, regs_files: tuple[str, ...], rules: tuple[str, ...], cohe
     sid_n = parse_int(sid, "--sid") if sid is not None else None
     names = rulesets(rules)
     with _open(dump, raw_base) as mem:
-        found: list = []
-        if not any("strtab_base" in r.values for r in smmus):  # no stream table named: find it, keep what was given
-            over = smmus[0] if smmus else None  # --coherent, --smmu-base without register values: applied to what is found
-            d, smmus, found = discover_registers(mem, _symbols(mem, system_map, vmlinux))
-            if over is not None and smmus:
-                if len(smmus) > 1:
-                    raise UsageError(f"register flags apply to one SMMU, but the dump shows {len(smmus)}")
-                name = smmus[0].name
-                smmus = [smmus[0].merged(over)]
-                smmus[0].name = name
-            if not smmus:
-                sys.stderr.write("no SMMU register values given, and the dump does not show them: "
-                                 + "; ".join(d.notes or ["no SMMU in the kernel log, no driver register copy in memory"]) + "\n"
-                                 + NEED_REGS)
-                sys.exit(EXIT_UNKNOWN)
+        smmus, found = _registers_for(mem, smmus, system_map, vmlinux)
         if save_regs:
             _save_regs(save_regs, smmus, f"smmu-forensics {__version__} inspect {dump}")
         a = analyze(mem, smmus, names, Severity(fail_on) if fail_on else None, max_stes, found)
@@ -365,6 +374,47 @@ def _save_regs(path: str, smmus: list, source: str) -> None:
             f.write("\n")
     except OSError as exc:
         raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+# -- dma -----------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("dump")
+@click.option("--regs", "regs_files", multiple=True, metavar="FILE", help="register JSON or MMIO page (default: found in the dump)")
+@click.option("--raw-base", metavar="ADDR", help="the dump is raw physical memory starting at ADDR")
+@click.option("--sid", metavar="N", help="only the contexts of this StreamID")
+@click.option("--ssid", metavar="N", help="only the context descriptor of this SubstreamID")
+@click.option("--iova", metavar="ADDR", help="translate this IO virtual address, level by level (with --sid, or in every context)")
+@click.option("--pa", metavar="ADDR", help="list every SID, stage and IOVA whose mappings reach this physical address")
+@_symbol_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+def dma(dump: str, regs_files: tuple[str, ...], raw_base: str | None, sid: str | None, ssid: str | None, iova: str | None,
+        pa: str | None, system_map: str | None, vmlinux: str | None, fmt: str) -> None:
+    """What in-flight DMA can reach: every mapping (merged ranges), one IOVA's translation, who maps a PA.
+
+    Exit 0 when answered, 4 when the answer may be partial (a walk stopped at its budget, a table
+    or STE missing from the dump), 2 when --sid names no STE.
+    """
+    from smmu_forensics.analysis import analyze, dma_query
+    from smmu_forensics.dumps.sniff import parse_int
+    from smmu_forensics.report import dmaview
+
+    smmus = _gather_regs(dump, regs_files, {}, None, None)
+    q = {k: parse_int(v, f"--{k}") if v is not None else None for k, v in (("sid", sid), ("ssid", ssid), ("iova", iova), ("pa", pa))}
+    with _open(dump, raw_base) as mem:
+        smmus, found = _registers_for(mem, smmus, system_map, vmlinux)
+        a = analyze(mem, smmus, [], found=found)
+        ans = dma_query(mem, a, q["sid"], q["iova"], q["pa"], q["ssid"])
+        devices = {s.regs.name: s.devices for s in a.smmus}
+        m = dmaview.build(ans, dump, devices)
+    if fmt == "json":
+        _emit_json(m)
+    elif fmt == "markdown":
+        sys.stdout.write(dmaview.markdown(m))
+    else:
+        sys.stdout.write(dmaview.text(m))
+    if q["sid"] is not None and not ans.contexts and all(x.config is None for x in ans.stes):
+        raise UsageError(f"--sid {q['sid']:#x}: no STE for it in any walked stream table")
+    sys.exit(ans.exit_code)
 
 
 # -- discover ------------------------------------------------------------------------------------

@@ -93,3 +93,29 @@ def test_all_lists_every_dma_mapping():
     full = {d["ttb0"]: d for d in model.build(a, list_all=True)["smmus"][0]["dma"]}
     assert full["0x482c9000"]["n_leaves"] == 319 and len(full["0x482c9000"]["leaves"]) == 319
     assert len(short["0x482c9000"]["leaves"]) == model.MAX_DMA_LEAVES
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=0, max_size=40))
+def test_text_and_markdown_cannot_be_forged_by_names(name):
+    """A hostile SMMU name (newlines, CR, ESC, bidi, Markdown) adds no line to the text or Markdown
+    report and prints no control character: one line stays one line, the report's own lines stay
+    the only ones that start like a verdict."""
+    from rich.console import Console
+
+    from smmu_forensics.report import markdown, terminal
+
+    def both(n: str) -> tuple[str, str]:
+        regs = Registers.from_mapping({"strtab_base_cfg": 0x10210, "strtab_base": 0x431BE000})
+        regs.name = n
+        rep = model.build(analyze(None, [regs], ["latest"]))
+        buf = io.StringIO()
+        terminal.render(rep, Console(file=buf, width=4000, no_color=True, highlight=False, soft_wrap=False))
+        return buf.getvalue(), markdown.render(rep)
+
+    text0, md0 = both("smmu0")
+    text1, md1 = both(name)
+    assert len(text1.splitlines()) == len(text0.splitlines())
+    assert len(md1.splitlines()) == len(md0.splitlines())
+    for out in (text1, md1):
+        assert not any(ch in out for ch in "\x1b\r\x0b\x0c\x85\u2028\u2029\u202e")

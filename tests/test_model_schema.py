@@ -39,6 +39,7 @@ WHERE = {
     T.DmaModel: "/$defs/smmu/properties/dma/items",
     T.PageTableRow: "/$defs/smmu/properties/dma/items/properties/tables/items",
     T.LeafRow: "/$defs/smmu/properties/dma/items/properties/leaves/items",
+    T.RangeRow: "/$defs/smmu/properties/dma/items/properties/ranges/items",
     T.SidDetail: "/$defs/smmu/properties/sid_detail",
     T.SidCdTable: "/$defs/smmu/properties/sid_detail/properties/cd_table",
     T.L1CdRow: "/$defs/smmu/properties/sid_detail/properties/cd_table/properties/l1cd/items",

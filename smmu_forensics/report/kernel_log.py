@@ -24,7 +24,7 @@ def _stamp(ts_nsec: int) -> str:
 
 
 def text(log: KernelLog) -> str:
-    return "".join(f"{_stamp(r.ts_nsec)} {clean(r.text).replace(chr(10), chr(92) + 'n')}\n" for r in log.records)
+    return "".join(f"{_stamp(r.ts_nsec)} {clean(r.text)}\n" for r in log.records)
 
 
 def model(log: KernelLog) -> dict[str, Any]:

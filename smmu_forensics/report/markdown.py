@@ -5,6 +5,7 @@ from __future__ import annotations
 from smmu_forensics.report import answer
 from smmu_forensics.report.escape import md
 from smmu_forensics.report.types import FieldShown, Report, SidDetail, SmmuModel
+from smmu_forensics.smmu.dmamap import size_name
 
 LABEL = {"adopt": "**ADOPT**", "reset": "**FULL RESET**", "no-adopt": "**NO ADOPTION ATTEMPTED**", "unknown": "**UNKNOWN**"}
 
@@ -143,6 +144,15 @@ def _table(s: SmmuModel) -> list[str]:
         for d in s["dma"][:64]:
             tag = f"ASID {d['asid']}" if d["kind"] == "s1" else f"VMID {d['vmid']}"
             o.append(_row(d["kind"], ", ".join(d["sids"][:6]), d["cd"] or "-", tag, d["ttb0"], d["n_leaves"], d["writable_leaves"], len(d["problems"])))
+        if sm["listing"] == "all":  # every mapping, folded: a paste stays readable
+            for d in s["dma"]:
+                tag = f"ASID {d['asid']}" if d["kind"] == "s1" else f"VMID {d['vmid']}"
+                more = "" if d["complete"] else ", walk stopped by its budget: more exist"
+                o += ["", f"<details><summary>mappings of {md(tag)}, table {md(d['ttb0'])}: {d['n_leaves']} in {len(d['ranges'])} ranges{md(more)}"
+                      "</summary>", "", "```"]
+                o += [f"{x['iova']}-{x['iova_end']} -> {x['pa']}-{x['pa_end']} {'rw' if x['writable'] else 'ro'} "
+                      f"{x['pages']}x{size_name(x['page_size'])}" for x in d["ranges"]]
+                o += ["```", "", "</details>"]
     o += ["", "### Findings", ""]
     if not s["findings"]:
         o.append("None.")

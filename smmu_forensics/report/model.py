@@ -27,6 +27,7 @@ from smmu_forensics.rules.base import Verdict
 from smmu_forensics.rules.versions import VERSIONS
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import schemas, vector
+from smmu_forensics.smmu.dmamap import Range, merge
 from smmu_forensics.smmu.fields import SteConfig
 from smmu_forensics.smmu.reach import Reach
 from smmu_forensics.smmu.registers import Registers
@@ -306,6 +307,12 @@ def sid_detail(t: StreamTable, sid: int, devices: dict[int, list[str]] | None = 
     return e
 
 
+def range_row(r: Range) -> T.RangeRow:
+    """One merged range of mappings (ends inclusive)."""
+    return {"iova": f"{r.iova:#x}", "iova_end": f"{r.iova + r.size - 1:#x}", "pa": f"{r.pa:#x}", "pa_end": f"{r.pa + r.size - 1:#x}",
+            "size": r.size, "page_size": r.page_size, "pages": r.pages, "writable": r.writable}
+
+
 def dma_model(reach: Reach, list_all: bool = False, devices: dict[int, list[str]] | None = None) -> list[T.DmaModel]:
     """The translating contexts; ``leaves`` holds the first MAX_DMA_LEAVES mappings, or with
     ``list_all`` every mapping the walk recorded (``n_leaves`` counts them all)."""
@@ -330,6 +337,8 @@ def dma_model(reach: Reach, list_all: bool = False, devices: dict[int, list[str]
             "writable_leaves": sum(1 for x in w.leaves if x.writable) if w else 0,
             "leaves": [{"iova": hx(x.iova), "pa": hx(x.pa), "size": x.size, "writable": x.writable}
                        for x in (w.leaves[:n_leaves] if w else [])],
+            "ranges": [range_row(x) for x in merge(w.leaves)] if w else [],
+            "complete": bool(w is not None and not w.truncated),
             "problems": w.problems if w else [],
             "devices": [n for s in r.sids[:64] for n in (devices or {}).get(s, [])],
         })

@@ -15,6 +15,7 @@ from rich.text import Text
 from smmu_forensics.report import answer
 from smmu_forensics.report.escape import clean
 from smmu_forensics.report.types import DiscoveryModel, Report, SidDetail, SmmuModel, TableModel
+from smmu_forensics.smmu.dmamap import size_name
 
 DECISION_STYLE = {
     "adopt": ("ADOPT", "bold green"),
@@ -28,6 +29,37 @@ L1_STYLE = {"accept": "green", "reject": "bold red", "fresh": "dim", "unknown": 
 
 def T(s: object, style: str = "") -> Text:
     return Text(clean(s), style=style)
+
+
+def _plain(x: object) -> str:
+    return x.plain if isinstance(x, Text) else str(x)
+
+
+def _min_width(table: Table) -> int:
+    """The narrowest this table renders without cutting a word: each column as wide as its longest
+    word (header included), plus padding and borders (Rich's default box: 3 per column, 1 more)."""
+    cols = [max((len(w) for x in (col.header, *col.cells) for line in _plain(x).splitlines() for w in line.split()), default=1)
+            for col in table.columns]
+    return sum(cols) + 3 * len(cols) + 1
+
+
+def _show(table: Table, c: Console) -> None:
+    """A table when it fits the console without cutting a word; otherwise the same cells as a list
+    (first column as the heading, ``column: value`` lines under it), so at 80 columns no address,
+    raw value, rule ID or state is ever cut."""
+    if _min_width(table) <= c.width:
+        c.print(table)
+        return
+    if table.title:
+        c.print(table.title if isinstance(table.title, Text) else Text(str(table.title)), style="italic")
+    heads = [str(col.header) for col in table.columns]
+    for row in zip(*(list(col.cells) for col in table.columns)):
+        first = row[0] if isinstance(row[0], Text) else Text(str(row[0]))
+        c.print(Text(f"- {heads[0]}: ").append_text(first))
+        for head, cell in zip(heads[1:], row[1:]):
+            t = cell if isinstance(cell, Text) else Text(str(cell))
+            if t.plain.strip() and t.plain.strip() != "-":
+                c.print(Text(f"    {head}: ", style="dim").append_text(t))
 
 
 def render(report: Report, console: Console) -> None:
@@ -77,7 +109,7 @@ def _registers(s: SmmuModel, c: Console) -> None:
                 continue
             parts.append(f"{k}={f['value']}" + (f" ({f['meaning']})" if "meaning" in f else ""))
         rt.add_row(T(name.upper()), T(d["raw"]), T(", ".join(parts) or "-"))
-    c.print(rt)
+    _show(rt, c)
 
 
 def _smmu(s: SmmuModel, c: Console) -> None:
@@ -119,13 +151,15 @@ def _verdicts(s: SmmuModel, c: Console) -> None:
             why = "needs: " + "; ".join(v["unknown"])
         elif v["decision"] == "adopt":
             why = v["kernel_log"][0].split(": ", 1)[-1] if v["kernel_log"] else ""
-        extra = f"\n{v['detail']}" if v["decision"] == "reset" and v["detail"] and v["message"] else ""
+        parts = [why]  # one line each, escaped each: only these breaks are the report's own
+        if v["decision"] == "reset" and v["detail"] and v["message"]:
+            parts.append(v["detail"])
         if not v.get("rule_certain", True):
-            extra += "\nrule uncertain (the decision is not): " + "; ".join(v["unknown"])
-        notes = "".join(f"\nnote: {n}" for n in v["notes"])
+            parts.append("rule uncertain (the decision is not): " + "; ".join(v["unknown"]))
+        parts += [f"note: {n}" for n in v["notes"]]
         vt.add_row(T(name), T(label, style), T(v["rule"] or "-"), T(v["errno_name"] and f"-{v['errno_name']}" or "-"),
-                   T(f"{why}{extra}{notes}"))
-    c.print(vt)
+                   Text("\n").join(T(p) for p in parts))
+    _show(vt, c)
     logs: dict[tuple[str, ...], list[str]] = {}
     for name, v in s["verdicts"].items():
         if v["kernel_log"]:
@@ -162,10 +196,10 @@ def _table(s: SmmuModel, t: TableModel, c: Console) -> None:
             keys = " ".join(f"{k}={v['value']}" for k, v in f.items() if k not in ("V", "CONFIG"))
             dev = (T(", ".join(e.get("devices", [])) or "-"),) if named else ()
             st.add_row(T(e["sid_hex"]), *dev, T(e["addr"]), T("?" if e["valid"] is None else int(e["valid"])),
-                       T(e["config"] or "not in dump", "red" if e["config"] in ("bypass", "reserved") else ""), T(keys[:110]))
+                       T(e["config"] or "not in dump", "red" if e["config"] in ("bypass", "reserved") else ""), T(keys))
         if len(t["stes"]) > 512:
             st.add_row(T(f"... {len(t['stes']) - 512} more (use --format json)"), *[T("")] * (len(st.columns) - 1))
-        c.print(st)
+        _show(st, c)
 
 
 def _l1(s: SmmuModel, t: TableModel, c: Console) -> None:
@@ -184,7 +218,7 @@ def _l1(s: SmmuModel, t: TableModel, c: Console) -> None:
         lt.add_row(*cells)
     if len(t["l1"]) > 256:
         lt.add_row(T(f"... {len(t['l1']) - 256} more"), *[T("")] * (len(lt.columns) - 1))
-    c.print(lt)
+    _show(lt, c)
 
 
 def _dma(s: SmmuModel, c: Console) -> None:
@@ -197,7 +231,18 @@ def _dma(s: SmmuModel, c: Console) -> None:
         tag = f"ASID {r['asid']}" if r["kind"] == "s1" else f"VMID {r['vmid']}"
         dt.add_row(T(r["kind"]), T(", ".join(r["sids"][:6]) + ("..." if r["n_sids"] > 6 else "")), T(r["cd"] or "-"), T(tag), T(r["ttb0"]),
                    T(r["n_tables"]), T(r["n_leaves"]), T(r["mapped_bytes"]), T(r["writable_leaves"]), T(len(r["problems"])))
-    c.print(dt)
+    _show(dt, c)
+    if s["table"].get("ste_summary", {}).get("listing") != "all":
+        c.print(T(f"{sum(len(r['ranges']) for r in s['dma'])} mapped ranges: --all lists them; "
+                  "`smmu-forensics dma DUMP --iova/--pa` answers one address", "dim"))
+        return
+    for r in s["dma"]:
+        tag = f"ASID {r['asid']}" if r["kind"] == "s1" else f"VMID {r['vmid']}"
+        c.print(T(f"mappings of {tag} (table {r['ttb0']}, SIDs {', '.join(r['sids'])}): {r['n_leaves']} in {len(r['ranges'])} ranges"
+                  + ("" if r["complete"] else " (walk stopped by its budget: more exist)"), "bold"))
+        for x in r["ranges"]:
+            c.print(T(f"  {x['iova']}-{x['iova_end']} -> {x['pa']}-{x['pa_end']} {'rw' if x['writable'] else 'ro'} "
+                      f"{x['pages']}x{size_name(x['page_size'])}"))
 
 
 def _findings(s: SmmuModel, c: Console) -> None:
@@ -209,7 +254,7 @@ def _findings(s: SmmuModel, c: Console) -> None:
         ft.add_column(col)
     for f in s["findings"]:
         ft.add_row(T(f["severity"], SEV_STYLE.get(f["severity"], "")), T(f["id"]), T(f["where"]), T(f["message"]))
-    c.print(ft)
+    _show(ft, c)
 
 
 def _sid(d: SidDetail, c: Console) -> None:
@@ -223,7 +268,7 @@ def _sid(d: SidDetail, c: Console) -> None:
         ft.add_column(col)
     for k, v in d.get("fields", {}).items():
         ft.add_row(T(k), T(v["value"]), T(v.get("meaning", "")))
-    c.print(ft)
+    _show(ft, c)
     cdt = d.get("cd_table")
     if cdt:
         c.print(T(f"CD table at {cdt['addr']}" + (f" ({cdt['not_read']})" if cdt["not_read"] else "")))
@@ -233,7 +278,7 @@ def _sid(d: SidDetail, c: Console) -> None:
                 t.add_column(col)
             for k, v in cd["fields"].items():
                 t.add_row(T(k), T(v["value"]), T(v.get("meaning", "")))
-            c.print(t)
+            _show(t, c)
 
 
 def render_info(inf: dict[str, Any], c: Console) -> None:
@@ -251,14 +296,14 @@ def render_info(inf: dict[str, Any], c: Console) -> None:
         rt.add_row(T(r["start"]), T(r["end"]), T(_size(int(r["size"]))), T(r["state"]))
     if len(inf["ranges"]) > 200:
         rt.add_row(T(f"... {len(inf['ranges']) - 200} more"), T(""), T(""), T(""))
-    c.print(rt)
+    _show(rt, c)
     if inf["vmcoreinfo"]:
         vt = Table(title="VMCOREINFO", title_justify="left")
         vt.add_column("key")
         vt.add_column("value")
         for k, v in inf["vmcoreinfo"].items():
             vt.add_row(T(k), T(v))
-        c.print(vt)
+        _show(vt, c)
     for k, v in inf["details"].items():
         c.print(T(f"{k}: {v}", "dim"))
 

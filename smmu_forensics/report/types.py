@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 
 __all__ = ["Report", "DumpModel", "SmmuModel", "Features", "DecodedRegister", "FieldShown", "TableModel", "L1Row", "SteSummary",
            "SteRow", "CdTableRow", "VerdictModel", "L1VerdictRow", "StepRow", "FindingModel", "DmaModel", "PageTableRow",
-           "LeafRow", "SidDetail", "SidCdTable", "L1CdRow", "CdRow", "HoleRow", "EvidenceRow", "DiscoveryModel"]
+           "LeafRow", "RangeRow", "SidDetail", "SidCdTable", "L1CdRow", "CdRow", "HoleRow", "EvidenceRow", "DiscoveryModel"]
 
 
 class _FieldShown(TypedDict):
@@ -158,6 +158,17 @@ class LeafRow(TypedDict):
     writable: bool
 
 
+class RangeRow(TypedDict):
+    iova: str
+    iova_end: str  # inclusive
+    pa: str
+    pa_end: str  # inclusive
+    size: int
+    page_size: int
+    pages: int
+    writable: bool
+
+
 class DmaModel(TypedDict):
     kind: str
     sids: list[str]
@@ -174,6 +185,8 @@ class DmaModel(TypedDict):
     mapped_bytes: int
     writable_leaves: int
     leaves: list[LeafRow]
+    ranges: list[RangeRow]  # every mapping the walk recorded, merged (always complete unless ``complete`` is false)
+    complete: bool  # the walk was not stopped by its budget
     problems: list[str]
     devices: list[str]
 

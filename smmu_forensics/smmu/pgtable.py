@@ -44,6 +44,7 @@ class PgWalk:
     granule: int
     start_level: int
     ias: int
+    stage: int = 1
     tables: list[tuple[int, int]] = field(default_factory=list)  # (level, pa)
     leaves: list[Leaf] = field(default_factory=list)
     n_leaves: int = 0
@@ -72,10 +73,12 @@ class Translation:
     why: str = ""  # why there is no PA (invalid descriptor, missing table, ...)
 
 
-def translate(mem: PhysicalMemory, root: int, va: int, ias: int, pg_shift: int, stage: int = 1) -> Translation:
+def translate(mem: PhysicalMemory, root: int, va: int, ias: int, pg_shift: int, stage: int = 1,
+              start_level: int | None = None) -> Translation:
     """The translation of one input address through VMSAv8-64 tables at ``root``, level by level
     (like crash's ``vtop``); only the low ``ias`` bits of ``va`` index the tables (a TTBR1 address's
-    upper ones are the region, not the index).
+    upper ones are the region, not the index).  ``start_level`` (stage 2's S2SL0) may start above
+    the level the input size gives, with up to 16 concatenated tables; by default it follows ``ias``.
 
     >>> from smmu_forensics.dumps.sniff import open_dump
     >>> with open_dump("fixtures/qemu-panic-carved.elf") as mem:
@@ -84,12 +87,12 @@ def translate(mem: PhysicalMemory, root: int, va: int, ias: int, pg_shift: int, 
     ('0x431cf000', 4096, [0, 1, 2, 3])
     """
     bpl = pg_shift - 3
-    levels = -(-(ias - pg_shift) // bpl)
+    start = 4 - -(-(ias - pg_shift) // bpl) if start_level is None else start_level
     t = Translation(va)
-    table = root & PTE_ADDR_MASK
-    for level in range(4 - levels, 4):
+    table = table_root(root, ias, pg_shift, start)
+    for level in range(start, 4):
         shift = pg_shift + (3 - level) * bpl
-        width = min(bpl, ias - shift)
+        width = ias - shift if level == start else bpl
         idx = (va >> shift) & ((1 << width) - 1)
         r = mem.read_partial(table + 8 * idx, 8)
         if r.holes:
@@ -140,14 +143,14 @@ def walk_stage2(mem: PhysicalMemory, s2ttb: int, s2t0sz: int, s2sl0: int, s2tg: 
     pg_shift = GRANULE_SHIFT.get(s2tg)
     ias = 64 - s2t0sz
     if pg_shift is None or s2sl0 == 3:
-        w = PgWalk(s2ttb, 0, 0, ias)
+        w = PgWalk(s2ttb, 0, 0, ias, 2)
         w.problems.append(f"S2TG={s2tg}/S2SL0={s2sl0} is reserved or unsupported: the STE is ILLEGAL (C_BAD_STE)")
         return w
     start = (2 if pg_shift == 12 else 3) - s2sl0
     bpl = pg_shift - 3
     shift = pg_shift + (3 - start) * bpl
     if start < 0 or not 16 <= ias <= 52 or ias - shift > bpl + 4:  # more than 16 concatenated tables
-        w = PgWalk(s2ttb, 1 << pg_shift, max(start, 0), ias)
+        w = PgWalk(s2ttb, 1 << pg_shift, max(start, 0), ias, 2)
         w.problems.append(f"S2T0SZ={s2t0sz} with S2SL0={s2sl0} is inconsistent: the STE is ILLEGAL (C_BAD_STE)")
         return w
     return _walk(mem, s2ttb, ias, pg_shift, start, 2, max_tables, max_leaves, budget)
@@ -160,14 +163,22 @@ class Budget:
         self.tables, self.leaves = tables, leaves
 
 
+def table_root(ttb: int, ias: int, pg_shift: int, start: int) -> int:
+    """The starting table's address from a TTB: bits [47:4], aligned down to the table's own size
+    (the low bits below it are treated as 0; Arm ARM D8.2.5 "Translation table base address")."""
+    start_shift = pg_shift + (3 - start) * (pg_shift - 3)
+    n_start = 1 << max(ias - start_shift, 0)  # entries of the starting level (maybe concatenated tables)
+    return ttb & genmask(47, 4) & ~(max(64, n_start * 8) - 1)
+
+
 def _walk(mem: PhysicalMemory, ttb: int, ias: int, pg_shift: int, start: int, stage: int,
           max_tables: int, max_leaves: int, budget: Budget | None = None) -> PgWalk:
     budget = budget or Budget(max_tables, max_leaves)
     bpl = pg_shift - 3
     start_shift = pg_shift + (3 - start) * bpl
     n_start = 1 << max(ias - start_shift, 0)  # entries of the starting level (maybe concatenated tables)
-    w = PgWalk(ttb, 1 << pg_shift, start, ias)
-    root = ttb & genmask(47, 4) & ~(max(64, n_start * 8) - 1)  # low bits below the table size are treated as 0
+    w = PgWalk(ttb, 1 << pg_shift, start, ias, stage)
+    root = table_root(ttb, ias, pg_shift, start)
     seen: set[int] = set()
     stack = [(start, root, 0, n_start)]
     while stack:
