@@ -167,7 +167,7 @@ def test_the_answer_comes_first(tmp_path):
     from smmu_forensics.synth.scenario import build_scenario, load, write_outputs
 
     out = str(tmp_path / "l1.elf")
-    write_outputs(build_scenario(load("fixtures/scenarios/l1-span.yaml")), out, "elf")
+    write_outputs(build_scenario(load(str(SCENARIOS / "l1-span.yaml"))), out, "elf")
     text = run_cli("inspect", out, "--rules", "all").stdout.decode()
     head = text[: text.index("Registers")]
     for rs in ("latest", "v7", "v6"):

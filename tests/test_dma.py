@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from conftest import CAPTURE, SHARED, cli_json, have_captures, run_cli
+from conftest import CAPTURE, FIXTURES, SHARED, cli_json, have_captures, run_cli
 from smmu_forensics.smmu.dmamap import merge
 from smmu_forensics.smmu.pgtable import Leaf
 
 ACPI = SHARED / "captures" / "acpi-kdump"
-CARVED = "fixtures/qemu-panic-carved.elf"
+CARVED = str(FIXTURES / "qemu-panic-carved.elf")
 
 
 def pages_of_ranges(ranges: list[dict]) -> dict[int, tuple[int, bool]]:

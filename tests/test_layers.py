@@ -9,6 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import CARVED
 from smmu_forensics.analysis import analyze
 from smmu_forensics.dumps.sniff import open_dump
 from smmu_forensics.report import jsonout, model
@@ -87,8 +88,8 @@ def test_all_lists_every_dma_mapping():
     from smmu_forensics.analysis import open_memory
     from smmu_forensics.smmu.registers import load_register_file
 
-    with open_memory("fixtures/qemu-panic-carved.elf") as mem:
-        a = analyze(mem, load_register_file("fixtures/qemu-panic-carved.elf.smmu.json"), ["latest"])
+    with open_memory(str(CARVED)) as mem:
+        a = analyze(mem, load_register_file(str(CARVED) + ".smmu.json"), ["latest"])
     short = {d["ttb0"]: d for d in model.build(a)["smmus"][0]["dma"]}
     full = {d["ttb0"]: d for d in model.build(a, list_all=True)["smmus"][0]["dma"]}
     assert full["0x482c9000"]["n_leaves"] == 319 and len(full["0x482c9000"]["leaves"]) == 319

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import SCENARIOS, run_cli
+from conftest import CARVED, SCENARIOS, run_cli
 
 HEX = re.compile(r"0x[0-9a-fA-F]+")
 WORD = re.compile(r"[A-Z][A-Z0-9]+(?:-[A-Z0-9]+)+")  # rule and finding IDs: L1-SPAN, SCAN-CD-ASID, DMA-WRITES-TABLES
@@ -38,7 +38,7 @@ def dumps(tmp_path_factory):
 @pytest.mark.parametrize("name", ["l1-span", "dma-writes-l2", "scan-cd-asid", "l2-excluded", "carved"])
 @pytest.mark.parametrize("extra", [(), ("--all", "--rules", "all"), ("--sid", "8")])
 def test_nothing_cut_at_80_columns(dumps, name, extra):
-    dump = "fixtures/qemu-panic-carved.elf" if name == "carved" else dumps[name]
+    dump = str(CARVED) if name == "carved" else dumps[name]
     wide, narrow = render(200, "inspect", dump, *extra), render(80, "inspect", dump, *extra)
     assert "…" not in narrow and "..." not in narrow.replace("... ", "")
     assert max(len(line) for line in narrow.splitlines()) <= 80
@@ -48,7 +48,7 @@ def test_nothing_cut_at_80_columns(dumps, name, extra):
 
 
 def test_info_and_dma_at_80_columns():
-    dump = "fixtures/qemu-panic-carved.elf"
+    dump = str(CARVED)
     for args in (("info", dump), ("dma", dump, "--sid", "8", "--iova", "0xffffa000"), ("discover", dump)):
         wide, narrow = render(200, *args), render(80, *args)
         assert "…" not in narrow

@@ -2,7 +2,7 @@
 
 Every SMMU structure is built through the Construct schemas of :mod:`smmu_forensics.smmu.schemas`
 (the same ones that decode), never hand-packed.  The format is documented with examples in
-docs/scenarios.md; ``fixtures/scenarios/`` is the catalogue.
+``smmu-forensics synth --spec`` (smmu_forensics/synth/scenarios.md); ``fixtures/scenarios/`` is the catalogue.
 """
 
 from __future__ import annotations
@@ -310,7 +310,7 @@ def _build_cd_table(img: MemoryImage, ct: dict[str, Any], ctx: dict[str, Any]) -
 
 
 def _corrupt(img: MemoryImage, regs: dict[str, Any], ctx: dict[str, Any], c: dict[str, Any]) -> None:
-    """Named corruptions (docs/scenarios.md lists them)."""
+    """Named corruptions (``synth --spec`` lists them)."""
     name = str(c.get("name"))
     base = ctx.get("base", 0)
 
