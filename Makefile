@@ -5,6 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SAMPLE  := fixtures/qemu-panic-carved.elf
 SYNTH   := out/demo-rejected.elf
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: setup system-deps demo test lint typecheck unit bench check-captures clean
 
@@ -45,7 +46,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP) system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(JOBS)
 
 test: lint typecheck unit
 

@@ -32,26 +32,28 @@ def _progress() -> Callable[[str, int, int], None] | None:
     import time
 
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     state: dict[str, Any] = {}
 
     def cb(label: str, done: int, total: int) -> None:
+        """``total`` 0: open-ended (the bar shows bytes done); ``done == total``: finished."""
+        finished = total > 0 and done >= total
         first = state.setdefault("t0", time.monotonic())
-        if "p" not in state and (done >= total or time.monotonic() - first < 1.0):
-            if done >= total:
+        if "p" not in state and (finished or time.monotonic() - first < 1.0):
+            if finished:
                 state.clear()  # the next step times itself afresh
             return  # only work that takes over a second shows a bar
         if "p" not in state:
-            p = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
+            p = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                          console=Console(stderr=True), transient=True)
             p.start()
             state["p"], state["tasks"] = p, {}
         p, tasks = state["p"], state["tasks"]
         if label not in tasks:
-            tasks[label] = p.add_task(label, total=max(total, 1))
-        p.update(tasks[label], completed=done, total=max(total, 1))
-        if done >= total:
+            tasks[label] = p.add_task(label, total=total or None)
+        p.update(tasks[label], completed=done, total=total or None)
+        if finished:
             p.stop()
             state.clear()
 
@@ -131,33 +133,60 @@ class _Commands(click.Group):
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="smmu-forensics")
-def cli() -> None:
+@click.option("--no-cache", is_flag=True, help="unpack .gz/.xz/.zst/.bz2 dumps to a temporary file, not the cache")
+def cli(no_cache: bool) -> None:
     """ARM SMMUv3 stream tables in Linux crash dumps.
 
     \b
     Exit codes: 0 every table adopted; 1 some table rejected or not adoptable;
     2 usage error; 3 dump unreadable; 4 verdict unknown (memory or registers missing);
-    5 internal error.
+    5 internal error; 130 interrupted; 141 output closed.
     """
+    if no_cache:
+        os.environ["SMMU_FORENSICS_NO_CACHE"] = "1"
+
+
+# -- cache ---------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--clear", is_flag=True, help="delete every cached unpacked dump")
+def cache(clear: bool) -> None:
+    """Unpacked .gz/.xz/.zst/.bz2 dumps kept for the next run: where, how big; --clear empties it."""
+    from smmu_forensics.dumps import unpack
+
+    d = unpack.cache_dir()
+    if d is None:
+        sys.stdout.write("caching is off (SMMU_FORENSICS_NO_CACHE)\n")
+        return
+    if clear:
+        n, size = unpack.clear_cache()
+        sys.stdout.write(f"{d}: removed {n} files, {size} bytes\n")
+        return
+    entries = unpack.cache_entries()
+    limit = os.environ.get("SMMU_FORENSICS_CACHE_MAX", unpack.DEFAULT_CACHE_MAX)
+    sys.stdout.write(f"{d}: {len(entries)} files, {sum(e[1] for e in entries)} bytes (limit {limit}, SMMU_FORENSICS_CACHE_MAX)\n")
+    for path, size, _ in entries:
+        sys.stdout.write(f"  {size:>14} {path}\n")
 
 
 # -- info ----------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("dump")
 @click.option("--raw-base", metavar="ADDR", help="the dump is raw physical memory starting at ADDR (same as DUMP@ADDR)")
+@click.option("--ranges", "all_ranges", is_flag=True, help="list every physical range (default: a summary and the largest)")
+@click.option("--vmcoreinfo", "all_vmcoreinfo", is_flag=True, help="every VMCOREINFO key (default: those that matter here)")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def info(dump: str, raw_base: str | None, fmt: str) -> None:
-    """Format, codec, page size, ranges, page counts, incomplete flag, VMCOREINFO highlights."""
+def info(dump: str, raw_base: str | None, all_ranges: bool, all_vmcoreinfo: bool, fmt: str) -> None:
+    """Format, codec, page size, memory by state, largest ranges, incomplete flag, VMCOREINFO."""
     from smmu_forensics.report.memview import info_model
 
     with _open(dump, raw_base) as mem:
-        model = info_model(mem.info())
+        model = info_model(mem.info(), all_vmcoreinfo)
     if fmt == "json":
         _emit_json(model)
     else:
         from smmu_forensics.report.terminal import render_info
 
-        render_info(model, _console())
+        render_info(model, _console(), all_ranges)
 
 
 # -- xp ------------------------------------------------------------------------------------------

@@ -19,6 +19,19 @@ CAPTURE = SHARED / "captures" / "qemu-panic"
 CARVED = FIXTURES / "qemu-panic-carved.elf"
 
 
+def pytest_configure(config) -> None:  # noqa: ANN001
+    """Unpacked dumps are cached in a folder of this test run, never in the user's cache."""
+    import tempfile
+
+    if "SMMU_FORENSICS_CACHE" not in os.environ:
+        os.environ["SMMU_FORENSICS_CACHE"] = config._smmu_cache = tempfile.mkdtemp(prefix="smmu-forensics-test-cache-")
+
+
+def pytest_unconfigure(config) -> None:  # noqa: ANN001
+    if getattr(config, "_smmu_cache", None):
+        shutil.rmtree(config._smmu_cache, ignore_errors=True)
+
+
 def have_captures() -> bool:
     return (CAPTURE / "ground_truth.json").exists()
 

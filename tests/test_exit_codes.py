@@ -107,10 +107,11 @@ def test_the_hint_when_followed_gives_a_decision(tmp_path):
     assert p.returncode == 0, p.stdout[-400:]
 
 
-def test_interrupted_unpack_leaves_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cached", [True, False])
+def test_interrupted_unpack_leaves_nothing(tmp_path, monkeypatch, cached):
     import tempfile
 
-    from smmu_forensics.dumps import sniff
+    from smmu_forensics.dumps import unpack
 
     src = tmp_path / "d.elf.gz"
     with open(CARVED, "rb") as fin, gzip.open(src, "wb") as fout:
@@ -118,12 +119,15 @@ def test_interrupted_unpack_leaves_nothing(tmp_path, monkeypatch):
     work = tmp_path / "tmp"
     work.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(work))
+    monkeypatch.setenv("SMMU_FORENSICS_CACHE", str(work))
+    if not cached:
+        monkeypatch.setenv("SMMU_FORENSICS_NO_CACHE", "1")
 
     def ctrl_c(label: str, done: int, total: int) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        sniff._unpack(str(src), "gzip", ctrl_c)
+        unpack.unpack(str(src), "gzip", ctrl_c)
     assert os.listdir(work) == []
 
 

@@ -5,9 +5,10 @@ Layout (makedumpfile IMPLEMENTATION, makedumpfile.h ``struct makedumpfile_header
 "makedumpfile"``, ``int64 type = 1``, ``int64 version = 1``; then records ``{int64 offset;
 int64 buf_size}`` (big-endian) followed by ``buf_size`` bytes meaning "these bytes go at
 ``offset`` of the real file"; ``offset = buf_size = -1`` ends the stream.  Records may be out of
-order and may overwrite earlier ones; unwritten ranges read as zero (as after ``makedumpfile
--R``).  The records are indexed once; reads then go straight to the flattened file, so the user
-needs no conversion step.
+order and may overwrite earlier ones.  ``makedumpfile -R`` leaves unwritten ranges as zeros; here
+they are *gaps* (:meth:`FlatSource.unwritten`), so a record lost in transit makes the pages it
+carried ``lost``, never zeros.  The records are indexed once; reads then go straight to the
+flattened file, so the user needs no conversion step.
 """
 
 from __future__ import annotations
@@ -61,6 +62,33 @@ class FlatSource(ByteSource):
         self._prefmax = np.maximum.accumulate(ends) if len(ends) else ends
         self.size = int(ends.max()) if len(ends) else 0
         self._overlaps = bool(len(ends) > 1 and np.any(self._start[1:] < self._prefmax[:-1]))
+        # runs no record covers, between the first written byte and the end (O(n) over the sorted index)
+        if len(ends):
+            before = np.concatenate(([0], self._prefmax[:-1]))
+            g = np.flatnonzero(self._start > before)
+            self._gap_start, self._gap_end = before[g], self._start[g]
+        else:
+            self._gap_start = self._gap_end = np.zeros(0, dtype=np.int64)
+        self.has_gaps = bool(len(self._gap_start))
+
+    def unwritten_many(self, offsets, sizes):  # type: ignore[no-untyped-def]
+        offsets, ends = offsets.astype(np.int64), offsets.astype(np.int64) + sizes.astype(np.int64)
+        out = ends > self.size
+        if self.has_gaps:
+            k = np.searchsorted(self._gap_end, offsets, side="right")
+            inside = k < len(self._gap_start)
+            out |= inside & (self._gap_start[np.minimum(k, len(self._gap_start) - 1)] < ends) & (sizes > 0)
+        return out
+
+    def unwritten(self, offset: int, size: int) -> tuple[int, int] | None:
+        end = offset + size
+        if size <= 0:
+            return None
+        if self.has_gaps:
+            k = int(np.searchsorted(self._gap_end, offset, side="right"))
+            if k < len(self._gap_start) and int(self._gap_start[k]) < end:
+                return max(offset, int(self._gap_start[k])), min(end, int(self._gap_end[k]))
+        return (max(offset, self.size), end) if end > self.size else None
 
     def _scan(self, src: FileSource, progress: Callable[[int, int], None] | None) -> tuple[array, array, array]:
         """Every record's (destination offset, size, source offset), in file order; sets ``truncated``."""

@@ -125,11 +125,15 @@ class KdumpMemory(PhysicalMemory):
             return PageState.ABSENT, "beyond max_mapnr", None, None
         first = self.parts[0]
         if not first.bitmap1.test(pfn):
+            if not first.bitmap1.known(pfn):
+                return PageState.LOST, "the 1st bitmap's byte for this page is not in the file", None, None
             return PageState.ABSENT, "memory hole (1st bitmap)", None, None
         part = self._part(pfn)
         if part is None:
             return PageState.LOST, "no split part covers this PFN", None, None
         if not part.bitmap2.test(pfn):
+            if not part.bitmap2.known(pfn):
+                return PageState.LOST, "the 2nd bitmap's byte for this page is not in the file", part, None
             return PageState.EXCLUDED, f"excluded by makedumpfile (dump level {part.h.dump_level})", part, None
         d = part.descriptor(pfn)
         if d is None:
@@ -141,6 +145,8 @@ class KdumpMemory(PhysicalMemory):
             return PageState.CORRUPT, f"descriptor stores {size} bytes, more than block_size {self.page_size}", part, d
         if off + size > part.src.size:
             return PageState.LOST, f"page data past the end of the file ({part.src.size:#x}): truncated", part, d
+        if part.src.has_gaps and part.src.unwritten(off, size) is not None:
+            return PageState.LOST, "no flattened record wrote this page's data (a record is missing)", part, d
         if off == part.zero_offset() and size == self.page_size:
             return PageState.ZERO, "", part, d
         return PageState.PRESENT, "", part, d
@@ -266,7 +272,7 @@ class KdumpMemory(PhysicalMemory):
                 nfull = len(raw) // PD_SIZE
                 desc = np.frombuffer(raw[: nfull * PD_SIZE], dtype=dt)
                 zero += int(np.count_nonzero(desc["offset"] == z)) if z is not None else 0
-                bad = (desc["offset"] == 0) | (desc["offset"] + desc["size"].astype(np.uint64) > np.uint64(p.src.size))
+                bad = (desc["offset"] == 0) | p.src.unwritten_many(desc["offset"], desc["size"].astype(np.uint64))
                 lost += int(np.count_nonzero(bad)) + (k - nfull)
         counts["zero"] = zero
         counts["lost"] = lost
@@ -286,7 +292,7 @@ class KdumpMemory(PhysicalMemory):
         if any(getattr(b, "truncated", False) for p in self.parts for b in (p.bitmap1, p.bitmap2)):
             reasons.append(f"the bitmaps hold more than {MAX_RUNS} runs: ranges listed only up to that")
         if counts.get("lost"):
-            reasons.append(f"{counts['lost']} page(s) lost (empty descriptor or data past the end of the file)")
+            reasons.append(f"{counts['lost']} page(s) lost (empty descriptor, data past the end of the file or in no flattened record)")
         codecs = {codec_name(p.h.status & COMPRESSED_MASK) for p in self.parts}
         vmci = self.vmcoreinfo()
         return DumpInfo(

@@ -69,6 +69,12 @@ class Bitmap:
         raw, _ = self._chunk(byte // BITMAP_CHUNK)
         return bool((raw[byte % BITMAP_CHUNK] >> (bit & 7)) & 1)
 
+    def known(self, bit: int) -> bool:
+        """Whether the byte holding ``bit`` is in the file (a clear bit there means clear; one past
+        the end, or in a gap of a flattened stream, means nothing)."""
+        byte = bit >> 3
+        return 0 <= byte < self.nbytes and self.src.unwritten(self.offset + byte, 1) is None
+
     def rank(self, bit: int) -> int:
         """Number of set bits strictly before ``bit``."""
         bit = max(0, min(bit, self.nbytes * 8))

@@ -95,6 +95,13 @@ class SegmentMemory(PhysicalMemory):
         # (truncated), and bytes past p_filesz (excluded by the dumper)
         present_end = s.paddr + min(s.filesz, max(self.src.size - s.offset, 0))
         if addr < present_end:
+            if self.src.has_gaps:  # a flattened stream that lost a record: its bytes are lost, not zero
+                gap = self.src.unwritten(s.offset + (addr - s.paddr), present_end - addr)
+                if gap is not None:
+                    g0, g1 = s.paddr + (gap[0] - s.offset), s.paddr + (gap[1] - s.offset)
+                    if g0 <= addr:
+                        return PageState.LOST, g1, "no flattened record wrote these bytes (a record is missing)"
+                    return PageState.PRESENT, g0, ""
             return PageState.PRESENT, present_end, ""
         if addr < s.paddr + s.filesz:
             return PageState.LOST, s.paddr + s.filesz, f"file ends at {self.src.size:#x}: truncated"
@@ -171,7 +178,11 @@ class SegmentMemory(PhysicalMemory):
     def _base_info(self, fmt: str, codec: str | None = None) -> DumpInfo:
         rs = self.ranges()
         lost = [r for r in rs if r.state is PageState.LOST]
-        reasons = [f"file ends at {self.src.size:#x} before the data of {len(lost)} range(s)"] if lost else []
+        extra = []
+        if getattr(self.src, "truncated", False):
+            extra.append(f"{self.src.name}: flattened stream ends without its end marker: truncated")
+        reasons = [f"{len(lost)} range(s) of memory the dump meant to hold are missing from the file "
+                   f"({'a flattened record is missing' if self.src.has_gaps else f'it ends at {self.src.size:#x}'})"] if lost else []
         return DumpInfo(
             path=self.path,
             format=fmt,
@@ -179,8 +190,8 @@ class SegmentMemory(PhysicalMemory):
             page_size=self.page_size,
             ranges=rs,
             pages=self._page_counts(),
-            incomplete=bool(lost),
-            incomplete_reasons=reasons,
+            incomplete=bool(lost or extra),
+            incomplete_reasons=reasons + extra,
             vmcoreinfo=self.vmcoreinfo(),
             notes=[],
         )

@@ -3,7 +3,7 @@
 ``open_dump("vmcore")`` returns a :class:`PhysicalMemory`.  A spec may be:
 
 * ``PATH`` - ELF core, kdump-compressed, flattened (of either), LiME; or a whole-file
-  ``.gz``/``.xz``/``.zst``/``.bz2`` around any of these (unpacked to a temporary file);
+  ``.gz``/``.xz``/``.zst``/``.bz2`` around any of these (unpacked once into the cache, dumps/unpack.py);
 * ``PATH@BASE`` or ``raw_base=BASE`` - a raw physical dump starting at BASE;
 * ``PART1,PART2,...`` - the files of a ``makedumpfile --split`` dump, or several raw files.
 
@@ -16,12 +16,7 @@ Example::
 
 from __future__ import annotations
 
-import bz2
-import lzma
 import os
-import shutil
-import tempfile
-import zlib
 from collections.abc import Callable
 
 from smmu_forensics.dumps.base import PhysicalMemory
@@ -31,6 +26,7 @@ from smmu_forensics.dumps.kdump import KdumpMemory, is_kdump
 from smmu_forensics.dumps.lime import LimeMemory, is_lime
 from smmu_forensics.dumps.raw import RawMemory
 from smmu_forensics.dumps.source import ByteSource, FileSource
+from smmu_forensics.dumps.unpack import unpack
 from smmu_forensics.errors import DumpError, UnknownFormat, UsageError
 
 Progress = Callable[[str, int, int], None]
@@ -43,8 +39,6 @@ WRAPPERS = {
     b"BZh": ("bzip2", "bunzip2 -k FILE"),
     b"\x04\x22\x4d\x18": ("lz4", "lz4 -d FILE"),
 }
-#: largest file we unpack into the temporary folder (override: SMMU_FORENSICS_MAX_UNPACK bytes)
-DEFAULT_MAX_UNPACK = 64 << 30
 
 
 def parse_int(text: str, what: str) -> int:
@@ -64,89 +58,6 @@ def _wrapper(head: bytes) -> tuple[str, str] | None:
     return None
 
 
-class _Unpacked(FileSource):
-    """A temporary unpacked copy, deleted when closed; named after the file the user gave."""
-
-    def __init__(self, tmp: str, original: str, kind: str) -> None:
-        super().__init__(tmp)
-        self.tmp = tmp
-        self.name = f"{original} ({kind}-unpacked)"
-
-    def close(self) -> None:
-        super().close()
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
-
-
-def _unpack(path: str, kind: str, progress: Progress | None) -> FileSource:
-    limit = int(os.environ.get("SMMU_FORENSICS_MAX_UNPACK", DEFAULT_MAX_UNPACK))
-    tmpdir = tempfile.gettempdir()
-    fd, tmp = tempfile.mkstemp(prefix="smmu-forensics-", suffix=".unpacked", dir=tmpdir)
-    total_in = os.path.getsize(path)
-    written = 0
-    try:
-        with open(path, "rb") as fin, os.fdopen(fd, "wb") as fout:
-            if kind == "zstd":
-                import zstandard
-
-                reader = zstandard.ZstdDecompressor(max_window_size=1 << 31).stream_reader(fin, read_across_frames=True)
-                read = reader.read
-            elif kind == "gzip":
-                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                read = _stream(fin, d.decompress)
-            elif kind == "xz":
-                read = _stream(fin, lzma.LZMADecompressor().decompress)
-            else:
-                read = _stream(fin, bz2.BZ2Decompressor().decompress)
-            while True:
-                chunk = read(8 << 20)
-                if not chunk:
-                    break
-                written += len(chunk)
-                if written > limit:
-                    raise DumpError(
-                        path,
-                        f"{kind} content exceeds {limit} bytes (SMMU_FORENSICS_MAX_UNPACK); unpack it by hand",
-                    )
-                if written & ((256 << 20) - 1) < len(chunk):
-                    free = shutil.disk_usage(tmpdir).free
-                    if free < (64 << 20):
-                        raise DumpError(path, f"temporary folder {tmpdir} is full while unpacking; unpack it by hand")
-                fout.write(chunk)
-                if progress:
-                    progress(f"unpacking {kind}", fin.tell(), total_in)
-    except DumpError:
-        os.unlink(tmp)
-        raise
-    except Exception as exc:
-        os.unlink(tmp)
-        hint = WRAPPERS_HINT.get(kind, "")
-        raise DumpError(path, f"{kind} stream is corrupt ({exc}); try: {hint}") from None
-    except BaseException:  # Ctrl-C, SystemExit: no partial file left behind
-        os.unlink(tmp)
-        raise
-    return _Unpacked(tmp, path, kind)
-
-
-WRAPPERS_HINT = {name: hint for name, hint in WRAPPERS.values()}
-
-
-def _stream(fin, fn):  # type: ignore[no-untyped-def]
-    buf = b""
-
-    def read(n: int) -> bytes:
-        nonlocal buf
-        while len(buf) < n:
-            raw = fin.read(1 << 20)
-            if not raw:
-                break
-            buf += fn(raw)
-        out, buf = buf[:n], buf[n:]
-        return out
-
-    return read
 
 
 def _layer_for(src: ByteSource, progress: Progress | None, depth: int = 0) -> PhysicalMemory:
@@ -238,4 +149,4 @@ def _open_file(path: str, progress: Progress | None) -> FileSource:
     kind, hint = w
     if kind == "lz4":
         raise DumpError(path, f"lz4-compressed file: unpack it first with: {hint}")
-    return _unpack(path, kind, progress)
+    return unpack(path, kind, progress)

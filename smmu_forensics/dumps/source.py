@@ -41,8 +41,28 @@ class ByteSource:
             )
         return b
 
+    #: the source may hold ranges nobody wrote (a flattened stream with a record missing)
+    has_gaps: bool = False
+
+    def unwritten(self, offset: int, size: int) -> tuple[int, int] | None:
+        """The first run of ``[offset, offset+size)`` that no writer put there (never zeros to
+        trust): past the end, or a gap of a flattened stream; None when every byte is real."""
+        end = offset + size
+        return (max(offset, self.size), end) if end > self.size and size > 0 else None
+
+    def unwritten_many(self, offsets, sizes):  # type: ignore[no-untyped-def]
+        """Vectorised :meth:`unwritten`: a bool array, True where ``[offset, offset+size)`` holds
+        any byte no writer put there (numpy arrays of uint64/int64 in, bool out)."""
+        return offsets + sizes > self.size
+
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> ByteSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def fileobj(self) -> io.RawIOBase:
         """A read-only seekable file object over this source (for pyelftools)."""

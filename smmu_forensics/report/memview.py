@@ -15,23 +15,52 @@ from typing import Any
 
 from smmu_forensics.dumps.base import VMCOREINFO_HIGHLIGHTS, DumpInfo, PartialRead
 
-__all__ = ["info_model", "xp_model", "hexdump"]
+__all__ = ["info_model", "xp_model", "hexdump", "detail_text", "LARGEST"]
 
 
-def info_model(inf: DumpInfo) -> dict[str, Any]:
+#: ranges listed by default (``--ranges`` lists them all)
+LARGEST = 10
+
+
+def info_model(inf: DumpInfo, all_vmcoreinfo: bool = False) -> dict[str, Any]:
+    """``info``'s JSON: every range (machines read it), a ``summary`` (bytes and ranges by state,
+    the largest ranges), VMCOREINFO's highlights or, with ``all_vmcoreinfo``, every key."""
+    by_state: dict[str, dict[str, int]] = {}
+    for r in inf.ranges:
+        e = by_state.setdefault(r.state.value, {"bytes": 0, "ranges": 0})
+        e["bytes"] += r.size
+        e["ranges"] += 1
+    largest = sorted(inf.ranges, key=lambda r: (-r.size, r.start))[:LARGEST]
+    row = lambda r: {"start": f"{r.start:#x}", "end": f"{r.end:#x}", "size": r.size, "state": r.state.value}  # noqa: E731
     return {
         "path": inf.path,
         "format": inf.format,
         "codec": inf.codec,
         "page_size": inf.page_size,
-        "ranges": [{"start": f"{r.start:#x}", "end": f"{r.end:#x}", "size": r.size, "state": r.state.value} for r in inf.ranges],
+        "summary": {"n_ranges": len(inf.ranges), "by_state": by_state, "largest": [row(r) for r in largest],
+                    "span": [f"{inf.ranges[0].start:#x}", f"{inf.ranges[-1].end:#x}"] if inf.ranges else None},
+        "ranges": [row(r) for r in inf.ranges],
         "pages": inf.pages,
         "incomplete": inf.incomplete,
         "incomplete_reasons": inf.incomplete_reasons,
-        "vmcoreinfo": {k: inf.vmcoreinfo[k] for k in VMCOREINFO_HIGHLIGHTS if k in inf.vmcoreinfo},
+        "vmcoreinfo": dict(inf.vmcoreinfo) if all_vmcoreinfo else {k: inf.vmcoreinfo[k] for k in VMCOREINFO_HIGHLIGHTS if k in inf.vmcoreinfo},
+        "vmcoreinfo_keys": len(inf.vmcoreinfo),
         "notes": inf.notes,
         "details": inf.details,
     }
+
+
+def detail_text(v: object) -> str:
+    """A detail value as people read it (no Python reprs).
+
+    >>> detail_text({"sysname": "Linux", "release": "6.1.0"}), detail_text([1, "a"]), detail_text(None)
+    ('sysname=Linux release=6.1.0', '1, a', '-')
+    """
+    if isinstance(v, dict):
+        return " ".join(f"{k}={detail_text(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(detail_text(x) for x in v)
+    return "-" if v is None else str(v)
 
 
 def _holes(r: PartialRead) -> list[dict[str, Any]]:

@@ -281,31 +281,40 @@ def _sid(d: SidDetail, c: Console) -> None:
             _show(t, c)
 
 
-def render_info(inf: dict[str, Any], c: Console) -> None:
+def render_info(inf: dict[str, Any], c: Console, all_ranges: bool = False) -> None:
+    from smmu_forensics.report.memview import detail_text
+
     c.print(T(f"{inf['path']}", "bold"))
     c.print(T(f"format {inf['format']}, codec {inf['codec'] or 'none'}, page size {inf['page_size']}"))
     if inf["incomplete"]:
         for r in inf["incomplete_reasons"]:
             c.print(T(f"INCOMPLETE: {r}", "bold red"))
+    sm = inf["summary"]
+    span = f" from {sm['span'][0]} to {sm['span'][1]}" if sm["span"] else ""
+    c.print(T(f"{sm['n_ranges']} physical ranges{span}:"))
+    for state, e in sorted(sm["by_state"].items(), key=lambda kv: -kv[1]["bytes"]):
+        c.print(T(f"  {state:<9} {_size(e['bytes']):>11} in {e['ranges']} range{'s' if e['ranges'] != 1 else ''}"))
     pages = ", ".join(f"{k} {v if v is not None else 'not counted'}" for k, v in inf["pages"].items())
     c.print(T(f"pages: {pages}"))
-    rt = Table(title="physical ranges", title_justify="left")
+    rows = inf["ranges"] if all_ranges else sm["largest"]
+    rt = Table(title="physical ranges" if all_ranges else f"largest ranges ({len(rows)} of {sm['n_ranges']}; --ranges lists all)",
+               title_justify="left")
     for col in ("start", "end", "size", "state"):
         rt.add_column(col)
-    for r in inf["ranges"][:200]:
+    for r in rows:
         rt.add_row(T(r["start"]), T(r["end"]), T(_size(int(r["size"]))), T(r["state"]))
-    if len(inf["ranges"]) > 200:
-        rt.add_row(T(f"... {len(inf['ranges']) - 200} more"), T(""), T(""), T(""))
     _show(rt, c)
     if inf["vmcoreinfo"]:
-        vt = Table(title="VMCOREINFO", title_justify="left")
+        more = inf["vmcoreinfo_keys"] - len(inf["vmcoreinfo"])
+        vt = Table(title="VMCOREINFO" + (f" ({more} more keys: --vmcoreinfo)" if more > 0 else ""), title_justify="left")
         vt.add_column("key")
         vt.add_column("value")
         for k, v in inf["vmcoreinfo"].items():
             vt.add_row(T(k), T(v))
         _show(vt, c)
     for k, v in inf["details"].items():
-        c.print(T(f"{k}: {v}", "dim"))
+        if k != "vmcoreinfo_keys":
+            c.print(T(f"{k}: {detail_text(v)}", "dim"))
 
 
 def _size(n: int) -> str:

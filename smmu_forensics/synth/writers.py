@@ -259,8 +259,7 @@ def flatten(src_path: str, dst_path: str, chunk: int = 1 << 16) -> None:
         pos = len(head)
         while pos < size:
             buf = fin.read(min(chunk, size - pos))
-            if any(buf) or pos + len(buf) >= size:
-                f.write(_rec(pos, len(buf)) + buf)
+            f.write(_rec(pos, len(buf)) + buf)  # zeros too, as makedumpfile writes them: a gap means a lost record
             pos += len(buf)
         f.write(_rec(0, len(head)) + head)
         f.write(_rec(-1, -1))
