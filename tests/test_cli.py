@@ -176,3 +176,19 @@ def test_the_answer_comes_first(tmp_path):
     md_out = run_cli("inspect", out, "--format", "markdown").stdout.decode()
     assert md_out.index("| smmu0 | latest | **FULL RESET** | L1-SPAN |") < md_out.index("## SMMU smmu0")
     assert md_out.index("Worst finding on smmu0: **warning** `L1-SPAN-SMALL`") < md_out.index("## SMMU smmu0")
+
+
+def test_shared_notes_once_and_sid_fields_of_its_stages(tmp_path):
+    """A note every ruleset carries prints once; --sid on a stage-1 STE leaves out the zero stage-2
+    fields (and says how many); JSON keeps every field."""
+    regs = json.loads((CARVED.parent / (CARVED.name + ".smmu.json")).read_text())
+    regs.pop("gerrorn", None)
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(regs))
+    for fmt in ("text", "markdown"):
+        out = run_cli("inspect", str(CARVED), "--regs", str(f), "--sid", "8", "--format", fmt).stdout.decode()
+        assert out.count("GERRORN not given") == 1, fmt
+        assert "S2VMID" not in out and "zero fields of a stage Config s1 does not use left out" in out
+        assert "S1CONTEXTPTR" in out
+    code, rep = cli_json("inspect", str(CARVED), "--regs", str(f), "--sid", "8")
+    assert "S2VMID" in rep["smmus"][0]["sid_detail"]["fields"]

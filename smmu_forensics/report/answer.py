@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Answer", "lines", "worst", "SEVERITY_ORDER"]
+__all__ = ["Answer", "lines", "worst", "SEVERITY_ORDER", "common_notes", "relevant_fields"]
 
 SEVERITY_ORDER = ("critical", "error", "warning", "info")
 
@@ -48,3 +48,29 @@ def worst(s: Any) -> Any | None:
     ranked = sorted(enumerate(s["findings"]), key=lambda x: (SEVERITY_ORDER.index(x[1]["severity"])
                                                              if x[1]["severity"] in SEVERITY_ORDER else 9, x[0]))
     return ranked[0][1] if ranked else None
+
+
+def common_notes(verdicts: dict[str, Any]) -> list[str]:
+    """Notes every ruleset carries (said once under the verdicts, not once per ruleset).
+
+    >>> common_notes({"latest": {"notes": ["GERRORN not given", "x"]}, "v6": {"notes": ["GERRORN not given"]}})
+    ['GERRORN not given']
+    """
+    vs = list(verdicts.values())
+    if len(vs) < 2:
+        return []
+    return [n for n in vs[0]["notes"] if all(n in v["notes"] for v in vs[1:])]
+
+
+def relevant_fields(config: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """An STE's fields worth a reader's eye: every non-zero one, and the zero ones of the stages its
+    Config uses; (fields, how many zero fields of unused stages were left out).
+
+    >>> f = {"V": {"value": 1}, "S1FMT": {"value": 0}, "S2VMID": {"value": 0}, "S2TTB": {"value": "0x4000"}}
+    >>> relevant_fields("s1", f)
+    ({'V': {'value': 1}, 'S1FMT': {'value': 0}, 'S2TTB': {'value': '0x4000'}}, 1)
+    """
+    unused = {"s1": ("S2",), "s2": ("S1",), "nested": ()}.get(config or "", ("S1", "S2"))
+    out = {k: v for k, v in fields.items()
+           if not (k.startswith(unused) and unused and v.get("value") in (0, "0x0", "0"))}
+    return out, len(fields) - len(out)

@@ -52,7 +52,10 @@ def _sid(d: SidDetail) -> list[str]:
     o = ["", f"### SID {md(d.get('sid_hex') or hex(d['sid']))}", ""]
     if not d.get("found"):
         return o + [md(d.get("why", "not found"))]
-    o += [f"STE at {md(d['addr'])}: `{md(d['raw'] or 'not in the dump')}`", ""] + _fields_table(d.get("fields", {}))
+    fields, hidden = answer.relevant_fields(d.get("config"), d.get("fields", {}))
+    o += [f"STE at {md(d['addr'])}: `{md(d['raw'] or 'not in the dump')}`", ""] + _fields_table(fields)
+    if hidden:
+        o += ["", f"({hidden} zero fields of a stage Config {md(d.get('config'))} does not use left out; --format json has every field.)"]
     cdt = d.get("cd_table")
     if cdt:
         o += ["", f"CD table at {md(cdt['addr'])}" + (f" ({md(cdt['not_read'])})" if cdt["not_read"] else "") + "."]
@@ -84,6 +87,7 @@ def _smmu(s: SmmuModel) -> list[str]:
 
 def _verdicts(s: SmmuModel) -> list[str]:
     o = ["", "### Verdicts", "", "| ruleset | decision | rule | errno | kernel message |", "|---|---|---|---|---|"]
+    shared = answer.common_notes(s["verdicts"])
     for name, v in s["verdicts"].items():
         msg = v["message"] or v["detail"] or ("needs: " + "; ".join(v["unknown"]) if v["unknown"] else "")
         if v["decision"] == "adopt" and v["kernel_log"]:
@@ -97,7 +101,9 @@ def _verdicts(s: SmmuModel) -> list[str]:
         if v["kernel_log"] and v["decision"] != "adopt":
             o += ["", f"{md(name)}, what the kdump kernel prints:", "", "```"] + [line.replace("`", "'") for line in v["kernel_log"]] + ["```"]
         for n in v["notes"]:
-            o.append(f"\n{md(name)} note: {md(n)}")
+            if n not in shared:
+                o.append(f"\n{md(name)} note: {md(n)}")
+    o += [f"\nNote (every ruleset): {md(n)}" for n in shared]
     return o
 
 

@@ -144,6 +144,7 @@ def _verdicts(s: SmmuModel, c: Console) -> None:
     vt = Table(title="Would a kdump kernel adopt this stream table?", title_justify="left", expand=False)
     for col in ("ruleset", "decision", "rule", "errno", "kernel message / why"):
         vt.add_column(col)
+    shared = answer.common_notes(s["verdicts"])
     for name, v in s["verdicts"].items():
         label, style = DECISION_STYLE[v["decision"]]
         why = v["message"] or v["detail"] or ""
@@ -156,10 +157,12 @@ def _verdicts(s: SmmuModel, c: Console) -> None:
             parts.append(v["detail"])
         if not v.get("rule_certain", True):
             parts.append("rule uncertain (the decision is not): " + "; ".join(v["unknown"]))
-        parts += [f"note: {n}" for n in v["notes"]]
+        parts += [f"note: {n}" for n in v["notes"] if n not in shared]
         vt.add_row(T(name), T(label, style), T(v["rule"] or "-"), T(v["errno_name"] and f"-{v['errno_name']}" or "-"),
                    Text("\n").join(T(p) for p in parts))
     _show(vt, c)
+    for n in shared:
+        c.print(T(f"note (every ruleset): {n}", "dim"))
     logs: dict[tuple[str, ...], list[str]] = {}
     for name, v in s["verdicts"].items():
         if v["kernel_log"]:
@@ -266,9 +269,12 @@ def _sid(d: SidDetail, c: Console) -> None:
     ft = Table(title="STE fields", title_justify="left")
     for col in ("field", "value", "meaning"):
         ft.add_column(col)
-    for k, v in d.get("fields", {}).items():
+    fields, hidden = answer.relevant_fields(d.get("config"), d.get("fields", {}))
+    for k, v in fields.items():
         ft.add_row(T(k), T(v["value"]), T(v.get("meaning", "")))
     _show(ft, c)
+    if hidden:
+        c.print(T(f"({hidden} zero fields of a stage Config {d.get('config')} does not use left out; --format json has every field)", "dim"))
     cdt = d.get("cd_table")
     if cdt:
         c.print(T(f"CD table at {cdt['addr']}" + (f" ({cdt['not_read']})" if cdt["not_read"] else "")))
