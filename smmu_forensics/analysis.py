@@ -24,6 +24,7 @@ from smmu_forensics.discover.smmus import SMMU_LINE, Discovery, FoundSmmu, disco
 from smmu_forensics.discover.symbols import Symbols
 from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.dumps.sniff import Progress, open_dump, parse_int
+from smmu_forensics.dumps.source import open_regular
 from smmu_forensics.errors import EXIT_OK, EXIT_REJECTED, EXIT_UNKNOWN, UnknownFormat
 from smmu_forensics.rules.base import Decision, Verdict
 from smmu_forensics.rules.engine import evaluate
@@ -105,7 +106,7 @@ def open_memory(dump: str, raw_base: int | None = None, progress: Progress | Non
         if side is None:
             raise
         try:
-            with open(side) as f:
+            with open_regular(side, "r") as f:
                 side_base = json.load(f).get("raw_base")
         except (OSError, ValueError, AttributeError, RecursionError):
             raise exc from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCENARIOS, run_cli
+from conftest import CARVED, SCENARIOS, run_cli
 from smmu_forensics.synth.scenario import build_scenario, load, write_outputs
 
 
@@ -219,3 +220,18 @@ def test_garbage_l1_table_is_bounded(tmp_path):
     assert p.returncode == 1 and v["latest"]["rule"] == "L1-SPAN" and v["v6"]["decision"] == "reset"
     l1 = rep["smmus"][0]["table"]["l1"]
     assert len(l1) == 1 << 17 and sum(e["l2_in_dump"] == "missing" for e in l1) > 1000  # pointers outside the dump
+
+
+def test_fifos_and_devices_are_refused_without_blocking(tmp_path):
+    """A FIFO as the dump, the register file, the scenario or the System.map: a one-line refusal at
+    once (no blocking open), as for a character device."""
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    carved = str(CARVED)
+    for args, code in ((("info", str(fifo)), 3), (("inspect", carved, "--regs", str(fifo)), 2), (("synth", str(fifo), "-o", str(tmp_path / "x.elf")), 2),
+                       (("discover", carved, "--system-map", str(fifo)), 2), (("xp", "/dev/zero", "0x0"), 3)):
+        t = time.monotonic()
+        p = run_cli(*args)
+        assert p.returncode == code, (args, p.stderr)
+        assert b"not a regular file" in p.stderr and p.stderr.count(b"\n") == 1, p.stderr
+        assert time.monotonic() - t < 20

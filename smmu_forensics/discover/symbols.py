@@ -23,6 +23,7 @@ import struct
 
 from smmu_forensics.discover.kva import KernelVA, TranslationError
 from smmu_forensics.dumps.base import MemoryMissing, PhysicalMemory
+from smmu_forensics.dumps.source import open_regular
 
 __all__ = ["Symbols", "SymbolError", "kernel_offset"]
 
@@ -67,7 +68,7 @@ class Symbols:
     def from_file(cls, path: str, offset: int) -> Symbols:
         """A System.map or a vmlinux (ELF), moved by ``offset``."""
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 head = f.read(4)
                 if head == b"\x7fELF":
                     return cls._from_vmlinux(f, offset, path)

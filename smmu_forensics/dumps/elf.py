@@ -47,6 +47,7 @@ class ElfMemory(SegmentMemory):
             note_blobs: list[bytes] = []
             self.notes_seen: list[str] = []
             phdrs: list[dict[str, Any]] = []
+            notes_budget = MAX_NOTES_BYTES
             for i in range(nseg):
                 ph = elf.get_segment(i).header
                 phdrs.append(dict(ph))
@@ -59,8 +60,10 @@ class ElfMemory(SegmentMemory):
                         continue
                     segs.append(Segment(paddr, ph["p_memsz"], ph["p_offset"], filesz))
                 elif ph["p_type"] == "PT_NOTE":
-                    size = min(ph["p_filesz"], MAX_NOTES_BYTES)
-                    note_blobs.append(src.pread(ph["p_offset"], size))
+                    size = min(ph["p_filesz"], notes_budget)  # all notes together: at most MAX_NOTES_BYTES read
+                    if size > 0:
+                        note_blobs.append(src.pread(ph["p_offset"], size))
+                        notes_budget -= size
             self.elf_class = 64 if hdr["e_ident"]["EI_CLASS"] == "ELFCLASS64" else 32
             self.little_endian = hdr["e_ident"]["EI_DATA"] == "ELFDATA2LSB"
             self.machine = str(hdr["e_machine"])

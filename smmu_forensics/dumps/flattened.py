@@ -30,6 +30,13 @@ FLAT_VERSION = 1  # VERSION_FLAT_HEADER
 MAX_RECORD = 1 << 32
 #: index size limit: 64 M records (~1.5 GiB of index) is far beyond any real dump
 MAX_RECORDS = 1 << 26
+#: past this many records, tiny ones are refused: makedumpfile and QEMU write buffers of KiBs to
+#: MiBs (QEMU's capture: 82 records, 245 KiB median), so millions of records averaging under
+#: MIN_AVG_RECORD bytes are a hostile file, not a dump (and would cost ~100 bytes of index each)
+MANY_RECORDS = 1 << 22
+MIN_AVG_RECORD = 512
+#: consecutive records of size 0 (a sparse run of zeros parses as endless {0, 0} records)
+MAX_EMPTY_RUN = 1 << 12
 
 
 def is_flattened(head: bytes) -> bool:
@@ -100,6 +107,7 @@ class FlatSource(ByteSource):
         mm = src.view(0, total) if total else None
         unpack = compiled(FlatRecord).unpack_from
         last_tick = time.monotonic()
+        empty = 0
         while True:
             if pos + 16 > total:
                 self.truncated = True
@@ -112,8 +120,18 @@ class FlatSource(ByteSource):
                 break
             if off < 0 or n < 0 or n > MAX_RECORD:
                 raise DumpError(src.name, f"flattened record at {pos:#x} is corrupt (offset {off}, size {n})")
+            if n == 0:
+                empty += 1
+                if empty > MAX_EMPTY_RUN:
+                    raise DumpError(src.name, f"more than {MAX_EMPTY_RUN} empty flattened records in a row at {pos:#x}: "
+                                              "not a flattened dump (a run of zeros?)")
+            else:
+                empty = 0
             if len(dst) >= MAX_RECORDS:
                 raise DumpError(src.name, f"more than {MAX_RECORDS} flattened records")
+            if len(dst) == MANY_RECORDS and (pos - FLAT_HEADER_SIZE) // MANY_RECORDS < 16 + MIN_AVG_RECORD:
+                raise DumpError(src.name, f"{MANY_RECORDS} flattened records averaging under {MIN_AVG_RECORD} bytes: "
+                                          "not what makedumpfile or QEMU write")
             avail = min(n, total - pos - 16)
             if avail > 0:
                 dst.append(off)

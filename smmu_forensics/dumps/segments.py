@@ -9,6 +9,7 @@ vmcore overlaps a RAM PT_LOAD) are resolved once, larger segment first.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -41,30 +42,35 @@ class Segment:
 
 
 def _disjoint(segs: list[Segment]) -> list[Segment]:
-    """Clip overlaps: a larger segment keeps the overlapping bytes (kernel text vs RAM)."""
+    """Clip overlaps: a larger segment keeps the overlapping bytes (kernel text vs RAM; equal sizes:
+    the lower address).  One sweep over the segments' boundaries with a heap of the segments that
+    cover the current point: O(n log n), whatever the overlaps (a chain of 65,535 overlapping
+    PT_LOADs included)."""
     segs = sorted((s for s in segs if s.memsz > 0), key=lambda s: (s.paddr, -s.memsz))
     if all(a.end <= b.paddr for a, b in zip(segs, segs[1:])):
         return segs
+    rank = {id(s): r for r, s in enumerate(sorted(segs, key=lambda s: -s.memsz))}  # lower rank wins
+    bounds = sorted({x for s in segs for x in (s.paddr, s.end)})
+    heap: list[tuple[int, int, Segment]] = []
     kept: list[Segment] = []
-    for s in sorted(segs, key=lambda s: -s.memsz):
-        pieces = [(s.paddr, s.end)]
-        for k in kept:
-            nxt = []
-            for a, b in pieces:
-                if k.end <= a or k.paddr >= b:
-                    nxt.append((a, b))
-                    continue
-                if a < k.paddr:
-                    nxt.append((a, k.paddr))
-                if k.end < b:
-                    nxt.append((k.end, b))
-            pieces = nxt
-        for a, b in pieces:
-            delta = a - s.paddr
-            kept.append(
-                Segment(a, b - a, s.offset + delta, max(0, min(s.filesz - delta, b - a)), s.excluded_reason)
-            )
-    return sorted(kept, key=lambda s: s.paddr)
+    owner: list[int] = []  # the rank of the segment each kept piece came from
+    k = 0
+    for x, y in zip(bounds, bounds[1:]):
+        while k < len(segs) and segs[k].paddr <= x:
+            heapq.heappush(heap, (rank[id(segs[k])], k, segs[k]))
+            k += 1
+        while heap and heap[0][2].end <= x:
+            heapq.heappop(heap)
+        if not heap:
+            continue
+        r, _, s = heap[0]
+        if kept and kept[-1].end == x and owner[-1] == r:  # the same segment goes on: one piece
+            x = kept.pop().paddr
+            owner.pop()
+        delta = x - s.paddr
+        kept.append(Segment(x, y - x, s.offset + delta, max(0, min(s.filesz - delta, y - x)), s.excluded_reason))
+        owner.append(r)
+    return kept
 
 
 class SegmentMemory(PhysicalMemory):

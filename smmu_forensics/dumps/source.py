@@ -11,6 +11,7 @@ import errno
 import io
 import mmap
 import os
+import stat
 
 from smmu_forensics.errors import DumpError
 
@@ -71,6 +72,37 @@ class ByteSource:
 
 MAX_EXTENTS = 1 << 16  # data extents listed per query
 
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def open_fd(path: str) -> int:
+    """A read-only descriptor of a regular file; anything else (FIFO, socket, device, folder) is
+    refused with an :class:`OSError` whose ``strerror`` says what it is, without blocking (a FIFO
+    is opened non-blocking, looked at, and closed).
+
+    >>> open_fd("/dev/null")
+    Traceback (most recent call last):
+    ...
+    OSError: [Errno 22] not a regular file (a character device): '/dev/null'
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = next((name for test, name in _KINDS if test(mode)), "not a file")
+            raise OSError(errno.EINVAL, f"not a regular file ({what})", path)
+        os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_regular(path: str, mode: str = "rb"):  # type: ignore[no-untyped-def]
+    """``open(path, mode)`` for reading, refusing anything but a regular file (see :func:`open_fd`)."""
+    return os.fdopen(open_fd(path), mode)
+
 
 class FileSource(ByteSource):
     """A regular file, opened read-only and memory-mapped when possible."""
@@ -78,7 +110,7 @@ class FileSource(ByteSource):
     def __init__(self, path: str) -> None:
         self.name = path
         try:
-            self._fd = os.open(path, os.O_RDONLY)
+            self._fd = open_fd(path)
         except OSError as exc:
             raise DumpError(path, f"cannot open: {exc.strerror}") from None
         try:

@@ -29,7 +29,7 @@ import tempfile
 import zlib
 from collections.abc import Callable
 
-from smmu_forensics.dumps.source import FileSource
+from smmu_forensics.dumps.source import FileSource, open_regular
 from smmu_forensics.errors import DumpError
 
 __all__ = ["unpack", "cache_dir", "cache_entries", "clear_cache", "recorded_size", "DEFAULT_MAX_UNPACK", "DEFAULT_CACHE_MAX"]
@@ -270,7 +270,7 @@ def _write(path: str, kind: str, fd: int, folder: str, progress: Progress | None
     total = recorded_size(path, kind) if progress or kind == "zstd" else 0
     label = f"unpacking {kind}"
     written = 0
-    with open(path, "rb") as fin, os.fdopen(fd, "wb") as fout:
+    with open_regular(path) as fin, os.fdopen(fd, "wb") as fout:
         try:
             read = _reader(fin, kind)
             while True:

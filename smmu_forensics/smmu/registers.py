@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from smmu_forensics.dumps.source import open_regular
 from smmu_forensics.errors import UsageError
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu.fields import get
@@ -248,7 +249,7 @@ def register_file(smmus: list[Registers], source: str) -> dict[str, Any]:
 def load_register_file(path: str) -> list[Registers]:
     """A JSON register file (flat object or ``{"smmus": [...]}``) or a raw MMIO page."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             raw = f.read(1 << 20)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read register file: {exc.strerror}") from None

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from smmu_forensics.dumps.source import open_regular
 from smmu_forensics.errors import UsageError
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu.lpae import LPAE_S1, LPAE_S2, DescType
@@ -70,7 +71,7 @@ class Built:
 
 def load(path: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             raw = f.read(1 << 22)
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror}") from None
