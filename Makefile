@@ -7,7 +7,7 @@ SAMPLE  := fixtures/qemu-panic-carved.elf
 SYNTH   := out/demo-rejected.elf
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup system-deps demo test lint typecheck unit bench check-captures clean
+.PHONY: setup system-deps demo test lint typecheck unit bench fuzz check-captures clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,19 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_read.py
 	$(BIN)/python bench/bench_inspect.py
 	$(BIN)/python bench/bench_discover.py
+
+# Coverage-guided fuzzing (atheris): every target for FUZZ_SECONDS, seeds from synth; crashes land
+# in .fuzz/crashes/ (make test runs each target for a few seconds as a smoke test).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= dump regs scenario inspect dmesg
+fuzz: $(STAMP)
+	@mkdir -p .fuzz/crashes
+	$(BIN)/python fuzz/fuzz.py --seeds .fuzz/corpus
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  $(BIN)/python fuzz/fuzz.py $$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=30 \
+	    -artifact_prefix=.fuzz/crashes/$$t- .fuzz/corpus/$$t 2>&1 | grep -E "^(#[0-9]+.*(pulse|DONE)|Done|==[0-9]+==|.*crash)" || exit 1; \
+	done
 
 check-captures: $(STAMP)
 	../shared/tools/check-captures .

@@ -18,7 +18,7 @@ from typing import Any
 from smmu_forensics.errors import UsageError
 from smmu_forensics.smmu import fields as L
 
-__all__ = ["check"]
+__all__ = ["check", "REQUIRED"]
 
 _RANGE = {"start", "size"}
 _EXPECT = {"v6", "v7", "latest"}
@@ -55,6 +55,12 @@ SECTIONS: dict[str, tuple[set[str], dict[str, str]]] = {
     "mapping": ({"iova", "pa", "size", "writable"}, {}),
     "write": ({"addr", "hex", "qwords"}, {}),
 }
+#: keys whose value is a list (of the child section's mappings)
+LISTS = {"ram", "excluded", "smmus", "corruptions", "pci", "decoys", "cd_tables", "pgtables", "writes", "stes", "l1", "cds", "map"}
+#: keys a section cannot do without (a RAM range without ``start`` is an error, not a crash)
+REQUIRED: dict[str, set[str]] = {"range": {"start", "size"}, "l1std": {"index"}, "l1cd": {"index"}, "mapping": {"iova", "pa"},
+                                 "write": {"addr"}, "pgtable": {"root"}, "ste": {"sid"}, "cd_table": {"addr"}, "pci": {"bdf"},
+                                 "decoy": {"base"}}
 _CASELESS = {"registers", "ste_fields", "cd_fields"}  # register and field names are matched in any case
 
 
@@ -66,6 +72,9 @@ def check(doc: Any, section: str = "top", path: str = "") -> None:
     where = f"scenario: {path or 'top level'}"
     if not isinstance(doc, dict):
         raise UsageError(f"{where}: expected a mapping, got {type(doc).__name__}")
+    missing = sorted(REQUIRED.get(section, set()) - {str(k) for k in doc})
+    if missing:
+        raise UsageError(f"{where}: missing key {missing[0]!r}")
     for k, v in doc.items():
         name = str(k).upper() if section in ("ste_fields", "cd_fields") else str(k).lower() if section in _CASELESS else str(k)
         if name not in keys:
@@ -73,9 +82,13 @@ def check(doc: Any, section: str = "top", path: str = "") -> None:
             hint = f" (did you mean {near[0]!r}?)" if near else f" (known: {', '.join(sorted(keys))})" if len(keys) <= 12 else ""
             raise UsageError(f"{where}: unknown key {k!r}{hint}")
         child = children.get(name)
-        if child is None or v is None:
-            continue
         sub = f"{path}.{k}" if path else str(k)
+        if child is None:
+            continue
+        if name in LISTS and not isinstance(v, list):
+            raise UsageError(f"scenario: {sub}: expected a list, got {type(v).__name__ if v is not None else 'null'}")
+        if v is None:
+            raise UsageError(f"scenario: {sub}: expected a mapping, got null")
         if isinstance(v, list) and child not in ("range",) or (child == "range" and isinstance(v, list)):
             for i, item in enumerate(v):
                 check(item, child, f"{sub}[{i}]")

@@ -24,16 +24,27 @@ from smmu_forensics.synth.image import MemoryImage
 
 
 def _int(v: Any, what: str) -> int:
+    """A number of the scenario: an integer or a string in any base, 0 <= n < 2^64."""
+    n: int | None = None
     if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, int):
-        return v
-    if isinstance(v, str):
+        n = int(v)
+    elif isinstance(v, int):
+        n = v
+    elif isinstance(v, str) and len(v) <= 80:
         try:
-            return int(v.replace("_", ""), 0)
+            n = int(v.replace("_", ""), 0)
         except ValueError:
             pass
-    raise UsageError(f"scenario: {what}: {v!r} is not a number")
+    if n is None:
+        raise UsageError(f"scenario: {what}: {str(v)[:40]!r} is not a number")
+    if not 0 <= n < 1 << 64:
+        raise UsageError(f"scenario: {what}: {n} is out of range (0 to 2^64-1)")
+    return n
+
+
+#: RAM a scenario may claim in all (synth builds it in memory and writes it out); override with
+#: SMMU_FORENSICS_SYNTH_MAX_RAM (bytes)
+DEFAULT_SYNTH_MAX_RAM = 4 << 30
 
 
 def _reg_value(v: Any, layout: L.Layout | None, what: str) -> int:
@@ -146,6 +157,16 @@ def _pgtables(img: MemoryImage, spec: dict[str, Any]) -> None:
 
 
 def build_scenario(doc: dict[str, Any]) -> Built:
+    """The memory image, registers and expectations a scenario describes; a value the layouts
+    cannot hold (an L2Ptr with bits below 64-byte alignment, a field wider than its bits) is a
+    one-line :class:`UsageError` naming it."""
+    try:
+        return _build_scenario(doc)
+    except ValueError as exc:  # schemas.build: "FIELD=value does not fit bits [hi:lo]" and the like
+        raise UsageError(f"scenario: cannot build: {exc}") from None
+
+
+def _build_scenario(doc: dict[str, Any]) -> Built:
     mach = doc.get("machine", {}) or {}
     ps = _int(mach.get("page_size", 4096), "machine.page_size")
     if ps not in (4096, 16384, 65536):
@@ -153,6 +174,15 @@ def build_scenario(doc: dict[str, Any]) -> Built:
     img = MemoryImage(page_size=ps)
     for r in mach.get("ram", [{"start": 0x40000000, "size": 0x2000000}]):
         img.ram.append((_int(r["start"], "ram.start"), _int(r["size"], "ram.size")))
+    try:
+        limit = int(os.environ.get("SMMU_FORENSICS_SYNTH_MAX_RAM", DEFAULT_SYNTH_MAX_RAM))
+    except ValueError:
+        limit = DEFAULT_SYNTH_MAX_RAM
+    if sum(n for _, n in img.ram) > limit:
+        raise UsageError(f"scenario: machine.ram claims {sum(n for _, n in img.ram)} bytes, more than synth builds "
+                         f"({limit}; SMMU_FORENSICS_SYNTH_MAX_RAM)")
+    if any(n == 0 or n % ps or s % ps or s + n > 1 << 52 for s, n in img.ram):
+        raise UsageError(f"scenario: machine.ram: every range needs a non-zero size, {ps}-byte alignment and to end below 2^52")
     ck = mach.get("crashkernel")
     if ck:  # /proc/vmcore leaves the crashkernel reservation out of the dump
         a, n = _int(ck["start"], "crashkernel.start"), _int(ck["size"], "crashkernel.size")
@@ -173,8 +203,12 @@ def build_scenario(doc: dict[str, Any]) -> Built:
     expect_out = []
     for i, s in enumerate(doc.get("smmus", [])):
         regs, ctx = _build_smmu(img, s, i)
-        for c in s.get("corruptions", []) + [c for c in doc.get("corruptions", []) if int(c.get("smmu", 0)) == i]:
-            _corrupt(img, regs, ctx, c)
+        for c in s.get("corruptions", []) + [c for c in doc.get("corruptions", []) if _int(c.get("smmu", 0), "corruptions.smmu") == i]:
+            try:
+                _corrupt(img, regs, ctx, c)
+            except (KeyError, IndexError) as exc:  # names an L1 entry, STE, CD or table the scenario does not build
+                raise UsageError(f"scenario: corruption {str(c.get('name'))[:40]!r}: refers to {str(exc)[:60]}, "
+                                 "which this scenario does not build") from None
         smmus_out.append(regs)
         exp = s.get("expect") or (doc.get("expect") if i == 0 else None)
         if exp:
