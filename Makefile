@@ -39,7 +39,7 @@ demo: $(STAMP)
 	  echo "(exit code $$?: 1 means rejected, as fixtures/scenarios/l1-span.yaml declares)"
 
 lint: $(STAMP)
-	$(BIN)/ruff check smmu_forensics tests bench tools
+	$(BIN)/ruff check smmu_forensics tests bench tools fuzz
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)

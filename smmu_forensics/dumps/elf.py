@@ -23,7 +23,7 @@ ELF_MAGIC = b"\x7fELF"
 DUMP_ELF_INCOMPLETE = 0x1
 #: notes larger than this are not parsed (a VMCOREINFO blob is at most one page)
 MAX_NOTES_BYTES = 64 << 20
-MAX_PHDRS = 1 << 20
+MAX_PHDRS = 1 << 17  # vmcores carry one PT_LOAD per RAM range and one PT_NOTE per CPU: thousands
 
 
 class ElfMemory(SegmentMemory):

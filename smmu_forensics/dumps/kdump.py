@@ -170,6 +170,8 @@ class KdumpMemory(PhysicalMemory):
                             page = dec(mm[o : o + s])
                         except Exception:
                             page = b""  # the general path below says what is wrong
+                        if page and len(page) != ps:  # decoded, to the wrong size: corrupt (never decode it twice)
+                            return PageState.CORRUPT, f"physical {pfn << self._shift:#x}: page decodes to {len(page)} bytes, not {ps}"
                         if len(page) == ps:
                             cache = self._cache
                             if len(cache) >= self._cache_max:
