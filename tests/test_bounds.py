@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,3 +83,60 @@ def test_flattened_runs_of_empty_records_and_tiny_records_are_refused(tmp_path):
         p = run_cli("info", str(path))
         assert p.returncode == 3 and what in p.stderr and p.stderr.count(b"\n") == 1, p.stderr
         assert time.monotonic() - t < 10
+
+
+def _elf(path, phdrs: list[tuple[str, int, int, int, int]], size: int) -> None:
+    """An ELF core from pyelftools' own structures: phdrs (type, offset, paddr, filesz, memsz)."""
+    from elftools.construct import Container as C
+
+    from smmu_forensics.dumps.structs import elf_structs
+
+    st = elf_structs()
+    ident = C(EI_MAG=list(b"\x7fELF"), EI_CLASS="ELFCLASS64", EI_DATA="ELFDATA2LSB", EI_VERSION="EV_CURRENT",
+              EI_OSABI="ELFOSABI_SYSV", EI_ABIVERSION=0)
+    with open(path, "wb") as f:
+        f.write(st.Elf_Ehdr.build(C(e_ident=ident, e_type="ET_CORE", e_machine="EM_AARCH64", e_version="EV_CURRENT", e_entry=0,
+                                    e_phoff=64, e_shoff=0, e_flags=0, e_ehsize=64, e_phentsize=56, e_phnum=min(len(phdrs), 0xFFFF),
+                                    e_shentsize=64, e_shnum=0, e_shstrndx=0)))
+        one = st.Elf_Phdr
+        f.write(b"".join(one.build(C(p_type=t, p_flags=7, p_offset=o, p_vaddr=a, p_paddr=a, p_filesz=fs, p_memsz=ms, p_align=0))
+                         for t, o, a, fs, ms in phdrs))
+        f.truncate(size)
+
+
+def _peak(args: list[str]) -> tuple[int, float, str]:
+    import subprocess
+
+    t = time.monotonic()
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "smmu_forensics", *args], capture_output=True, timeout=120)
+    err = p.stderr.decode().strip().splitlines()
+    return p.returncode, time.monotonic() - t, "\n".join(err[:-1]) + f"\nrss_kib={err[-1]}"
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/time"), reason="needs /usr/bin/time")
+def test_elf_claims_stay_bounded(tmp_path):
+    """40 PT_NOTEs of 64 MiB each (sparse), 65,534 overlapping PT_LOADs, and too many program
+    headers: each within 10 s and 300 MB, or a one-line refusal."""
+    notes = tmp_path / "notes.elf"
+    _elf(notes, [("PT_NOTE", 1 << 20, 0, 64 << 20, 64 << 20) for _ in range(40)] + [("PT_LOAD", 4096, 0x40000000, 4096, 4096)],
+         (1 << 20) + (64 << 20))
+    chain = tmp_path / "chain.elf"
+    n = 65534  # 65535 is PN_XNUM
+    _elf(chain, [("PT_LOAD", 4 << 20, 0x40000000 + 4096 * i, 8192 + i, 8192 + i) for i in range(n)], (4 << 20) + 4096 * n + 16384)
+    for path, ok in ((notes, (0,)), (chain, (0,))):
+        code, secs, err = _peak(["info", str(path), "--format", "json"])
+        rss = int(err.rsplit("rss_kib=", 1)[1])
+        assert code in ok and secs < 10 and rss < 300_000, (path.name, code, secs, err)
+
+
+def test_synth_refuses_a_terabyte_of_ram(tmp_path):
+    from conftest import run_cli
+
+    sc = tmp_path / "big.yaml"
+    sc.write_text("machine: {ram: [{start: 0x40000000, size: 0x10000000000}]}\n")
+    t = time.monotonic()
+    p = run_cli("synth", str(sc), "-o", str(tmp_path / "big.elf"))
+    assert p.returncode == 2 and b"SMMU_FORENSICS_SYNTH_MAX_RAM" in p.stderr and time.monotonic() - t < 10
+    sc.write_text("machine: {ram: [{size: 0x1000}]}\n")
+    p = run_cli("synth", str(sc), "-o", str(tmp_path / "x.elf"))
+    assert p.returncode == 2 and b"missing key 'start'" in p.stderr
