@@ -185,7 +185,10 @@ def registers_of(s: FoundSmmu) -> Registers | None:
     if c is not None:
         base, cfg, sid_bits, ssid_bits = c.strtab_base, c.strtab_base_cfg, c.sid_bits, c.ssid_bits
         if base is None or cfg is None:  # 6.12: rebuilt as arm_smmu_write_strtab() builds them
-            base, cfg = _strtab(c.strtab_dma, L.StrtabFmt.TWO_LEVEL, c.num_l1_ents.bit_length() - 1 + L.STRTAB_SPLIT)
+            if c.layout == "6.12-linear":  # LOG2SIZE = sid_bits, num_ents = 1 << sid_bits
+                base, cfg = _strtab(c.strtab_dma, L.StrtabFmt.LINEAR, c.num_l1_ents.bit_length() - 1)
+            else:
+                base, cfg = _strtab(c.strtab_dma, L.StrtabFmt.TWO_LEVEL, c.num_l1_ents.bit_length() - 1 + L.STRTAB_SPLIT)
     else:
         assert t is not None
         fmt = L.StrtabFmt.TWO_LEVEL if t.fmt is TableFormat.TWO_LEVEL else L.StrtabFmt.LINEAR

@@ -244,3 +244,21 @@ def test_a_decoy_with_more_descriptors_loses_to_the_table_the_devices_use(tmp_pa
     assert found[0].table.base == 0x40100000
     assert any("2 of the log's 2 PCI devices" in e.what for e in found[0].evidence)
     assert (regs[0].values["strtab_base"], regs[0].values["strtab_base_cfg"]) == _given(smmus)[0]
+
+
+@pytest.mark.parametrize("fmt", ["elf", "kdump-zlib"])
+def test_612_linear_table(tmp_path, fmt):
+    """6.12's strtab_cfg.linear = { table, ste_dma, num_ents }: the registers are rebuilt as
+    arm_smmu_write_strtab() builds them (FMT linear, LOG2SIZE sid_bits), shape agrees."""
+    doc = copy.deepcopy(BASE)
+    doc["smmus"] = [{"name": "smmu0", "base": "0x9050000", "registers": {"idr0": "0x0d40100a", "idr1": "0x02730008"},
+                     "stream_table": {"format": "linear", "base": "0x40100000", "log2size": 8, "split": 0,  # Linux writes no SPLIT for a linear table
+                                      "stes": [{"sid": "0x8", "preset": "bypass"}, {"sid": "0x10", "preset": "bypass"}]}}]
+    doc["kernel"].update(layout="6.12")
+    path, smmus = _dump(tmp_path, doc, fmt)
+    d, regs, found = _found(path)
+    assert [(r.values["strtab_base"], r.values["strtab_base_cfg"]) for r in regs] == _given(smmus)
+    assert found[0].copy.layout == "6.12-linear" and found[0].copy.strtab_dma == 0x40100000
+    assert any("linear table ste_dma 0x40100000, 256 STEs" in e.what for e in found[0].evidence)
+    code = run_cli("inspect", path).returncode
+    assert code == run_cli("inspect", path, "--regs", path + ".given.json").returncode

@@ -46,6 +46,7 @@ RA = 1 << 62  # STRTAB_BASE_RA
 VMID_MAP_BYTES = (1 << 16) // 8  # ARM_SMMU_MAX_VMIDS bits
 MAX_CANDIDATES = 64
 STRTAB_SPLIT = 8  # arm-smmu-v3.h STRTAB_SPLIT
+LINEAR_MAX_LOG2SIZE = 24  # a linear table of 2^24 STEs is 1 GiB: beyond any the kernel allocates
 
 
 FDT_MAGIC_LE = 0xEDFE0DD0  # the bytes d0 0d fe ed (FDT magic, big-endian) read as a little-endian u32
@@ -93,6 +94,12 @@ def scan(mem: PhysicalMemory) -> ScanHits:
             if ok612.any():
                 ok612 &= ((l1dma & np.uint64(0xFFF)) == 0) & (n != 0) & ((n & (n - np.uint64(1))) == 0) & (n <= np.uint64(1 << 17))
                 hits612 += [a + skip + 8 * i for i in np.flatnonzero(ok612).tolist() if skip + 8 * i < owned]
+            ste_dma, n_lin = w[1:-4], w[2:-3] & np.uint64(0xFFFFFFFF)  # linear = { table, ste_dma, num_ents }
+            ok_lin = (va == ste_dma + delta) & (ste_dma != 0)
+            if ok_lin.any():
+                ok_lin &= ((ste_dma & np.uint64(0x3F)) == 0) & (n_lin != 0) & ((n_lin & (n_lin - np.uint64(1))) == 0) \
+                    & (n_lin <= np.uint64(1 << LINEAR_MAX_LOG2SIZE))
+                hits612 += [a + skip + 8 * i for i in np.flatnonzero(ok_lin).tolist() if skip + 8 * i < owned]
         dma, base = w[:-5], w[3:-2]
         ok = (base == (dma | np.uint64(RA))) & (dma != 0)
         if ok.any():
@@ -104,11 +111,15 @@ def scan(mem: PhysicalMemory) -> ScanHits:
 
 
 def decode_612(mem: PhysicalMemory, addr: int) -> DriverCopy | None:
-    """6.12's ``strtab_cfg.l2``: registers rebuilt as ``arm_smmu_write_strtab()`` builds them."""
+    """6.12's ``strtab_cfg``: registers rebuilt as ``arm_smmu_write_strtab()`` builds them, from the
+    union's ``l2`` (2-level) or ``linear`` member, whichever the words fit and the table corroborates."""
     r = mem.read_partial(addr - 8, 40)
     if r.holes or addr < 8:
         return None
     ssid_bits, sid_bits = struct.unpack_from("<II", r.data, 0)
+    lin = _decode_612_linear(mem, addr, r.data, ssid_bits, sid_bits)
+    if lin is not None:
+        return lin
     va, _l2ptrs, l1_dma, n_l1 = struct.unpack_from("<QQQI", r.data, 8)
     if not l1_dma or l1_dma & 0xFFF or not n_l1 or n_l1 & (n_l1 - 1):
         return None
@@ -120,6 +131,23 @@ def decode_612(mem: PhysicalMemory, addr: int) -> DriverCopy | None:
     if l1.holes or not ((desc & np.uint64(0x1F)) == np.uint64(STRTAB_SPLIT + 1)).any():
         return None
     return DriverCopy(addr, va, l1_dma, n_l1, None, None, sid_bits, ssid_bits, layout="6.12")
+
+
+def _decode_612_linear(mem: PhysicalMemory, addr: int, data: bytes, ssid_bits: int, sid_bits: int) -> DriverCopy | None:
+    """``linear = { table, ste_dma, num_ents }`` with num_ents = 1 << sid_bits (6.12's
+    ``arm_smmu_init_strtab_linear()``), corroborated by the table: most of its first STEs valid, as
+    ``arm_smmu_init_initial_stes()`` leaves every one of them."""
+    va, ste_dma, n = struct.unpack_from("<QQI", data, 8)
+    if not ste_dma or ste_dma & 0x3F or not n or n != 1 << sid_bits or sid_bits > LINEAR_MAX_LOG2SIZE or ssid_bits > 20:
+        return None
+    k = min(n, 64)
+    t = mem.read_partial(ste_dma, 64 * k)
+    if t.holes:
+        return None
+    words = np.frombuffer(t.data, dtype="<u8").reshape(k, 8)
+    if int(np.count_nonzero(words[:, 0] & np.uint64(1))) * 2 < k:
+        return None
+    return DriverCopy(addr, va, ste_dma, n, None, None, sid_bits, ssid_bits, layout="6.12-linear")
 
 
 def decode_61(mem: PhysicalMemory, addr: int) -> DriverCopy | None:

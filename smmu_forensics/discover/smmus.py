@@ -286,9 +286,13 @@ def _shapes(d: Discovery) -> None:
 
 
 def _describe_copy(s: FoundSmmu, c: DriverCopy) -> None:
-    regs = (f"STRTAB_BASE {c.strtab_base:#x}, STRTAB_BASE_CFG {c.strtab_base_cfg:#x}" if c.strtab_base is not None
-            else f"l1_dma {c.strtab_dma:#x} (6.12 layout: the registers are rebuilt from it)")
-    s.evidence.append(Evidence(f"the driver's arm_smmu_strtab_cfg: {regs}, {c.num_l1_ents} L1 entries; sid_bits {c.sid_bits}, "
+    if c.strtab_base is not None:
+        regs = f"STRTAB_BASE {c.strtab_base:#x}, STRTAB_BASE_CFG {c.strtab_base_cfg:#x}, {c.num_l1_ents} L1 entries"
+    elif c.layout == "6.12-linear":
+        regs = f"linear table ste_dma {c.strtab_dma:#x}, {c.num_l1_ents} STEs (6.12 layout: the registers are rebuilt from it)"
+    else:
+        regs = f"l1_dma {c.strtab_dma:#x}, {c.num_l1_ents} L1 entries (6.12 layout: the registers are rebuilt from it)"
+    s.evidence.append(Evidence(f"the driver's arm_smmu_strtab_cfg: {regs}; sid_bits {c.sid_bits}, "
                                f"ssid_bits {c.ssid_bits}, asid_bits {c.asid_bits}, vmid_bits {c.vmid_bits}"
                                + (f"; ias/oas {c.ias}/{c.oas} as the log says" if c.ias is not None and c.ias == s.ias and c.oas == s.oas else ""),
                                "kernel memory", c.addr))

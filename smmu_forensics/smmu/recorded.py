@@ -25,4 +25,6 @@ class DriverCopy:
     vmid_bits: int | None = None
     ias: int | None = None
     oas: int | None = None
-    layout: str = "6.1"  # "6.1": the register values as stored; "6.12": rebuilt from l1_dma and num_l1_ents
+    #: "6.1"/"pre-5.10": the register values as stored; "6.12": rebuilt from l1_dma and num_l1_ents;
+    #: "6.12-linear": from ste_dma and num_ents (kept in ``strtab_dma``/``num_l1_ents``)
+    layout: str = "6.1"

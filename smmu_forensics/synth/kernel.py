@@ -7,7 +7,7 @@ A scenario's ``kernel`` section::
 
     kernel:
       at: '0x41f00000'      # where these structures go (default: the last MiB of the first RAM range)
-      layout: '6.1'         # the driver's register copy: '6.1', 'pre-5.10', '6.12' (2-level tables only) or none
+      layout: '6.1'         # the driver's register copy: '6.1', 'pre-5.10', '6.12' (2-level or linear) or none
       firmware: dt          # dt (a device tree with iommu-map) or acpi (an IORT table), or none
       log: true             # a printk ring with the lines the kernel prints (or false: no ring)
       printk: ring          # ring (5.10+) or legacy (log_buf, before 5.10)
@@ -218,14 +218,20 @@ def _copy_61(k: _Kernel, r: dict[str, Any], legacy: bool = False) -> int:
 
 
 def _copy_612(k: _Kernel, r: dict[str, Any]) -> int:
-    """6.12's ``strtab_cfg.l2 = { l1tab, l2ptrs, l1_dma, num_l1_ents }`` after sid/ssid bits."""
+    """6.12's ``strtab_cfg`` after sid/ssid bits: the union's ``l2 = { l1tab, l2ptrs, l1_dma,
+    num_l1_ents }`` for a 2-level table, ``linear = { table, ste_dma, num_ents }`` (num_ents =
+    1 << sid_bits, as ``arm_smmu_init_strtab_linear()`` sets it) for a linear one."""
     dma, n, _base, cfg = _geometry(r)
-    if L.get(L.STRTAB_BASE_CFG, cfg, "FMT") != L.StrtabFmt.TWO_LEVEL:
-        raise UsageError("scenario: kernel.layout 6.12 is written for 2-level tables only")
     idr1 = _i(r.get("idr1", 0))
+    sid_bits = L.get(L.IDR1, idr1, "SIDSIZE")
     at = k.take(48 + IOMMU_DEVICE, 8)
-    k.img.write(at, struct.pack("<II", L.get(L.IDR1, idr1, "SSIDSIZE"), L.get(L.IDR1, idr1, "SIDSIZE")))
-    k.img.write(at + 8, struct.pack("<QQQI", k.lm(dma), k.lm(dma + 0x100000), dma, n))
+    k.img.write(at, struct.pack("<II", L.get(L.IDR1, idr1, "SSIDSIZE"), sid_bits))
+    if L.get(L.STRTAB_BASE_CFG, cfg, "FMT") == L.StrtabFmt.TWO_LEVEL:
+        k.img.write(at + 8, struct.pack("<QQQI", k.lm(dma), k.lm(dma + 0x100000), dma, n))
+    else:
+        if n != 1 << sid_bits:
+            raise UsageError("scenario: kernel.layout 6.12 with a linear table needs LOG2SIZE == IDR1.SIDSIZE (the kernel's num_ents)")
+        k.img.write(at + 8, struct.pack("<QQI", k.lm(dma), dma, n))
     return at + 8 + 32
 
 
