@@ -76,3 +76,31 @@ def test_missing_record_is_lost_not_zero(tmp_path, fmt, cut_end):
     assert s["verdicts"]["latest"]["decision"] == "unknown"  # (v6 reads only the L1 descriptors: it may still decide)
     assert any(f["id"] in ("MEM-L1-MISSING", "MEM-L2-MISSING") and "lost" in f["message"] for f in s["findings"])
     assert not any(e["config"] == "abort" and e["addr"] == hex(L2) for e in s["table"]["stes"])  # no invented STEs
+
+
+def test_missing_bitmap_record_is_lost_not_excluded(tmp_path):
+    """A flattened kdump whose 2nd-bitmap record never arrived: its pages are lost, not 'excluded by
+    makedumpfile' (a clear bit nobody wrote says nothing)."""
+    from smmu_forensics.dumps.kdump import KdumpMemory
+    from smmu_forensics.dumps.sniff import open_dump
+    from smmu_forensics.synth.writers import flatten
+
+    kd = tmp_path / "d.kdump"
+    assert run_cli("synth", str(SCENARIOS / "adopt-2lvl.yaml"), "-o", str(kd), "--format", "kdump-zlib").returncode == 0
+    with open_dump(str(kd)) as mem:
+        assert isinstance(mem, KdumpMemory)
+        b2 = mem.parts[0].bitmap2.offset
+    flat = tmp_path / "d.flat"
+    flatten(str(kd), str(flat), chunk=4096)
+    blob = flat.read_bytes()
+    keep = bytearray(blob[:FLAT_HEADER_SIZE])
+    for pos, off, n in records(blob):
+        if not (off <= b2 < off + n):
+            keep += blob[pos : pos + 16 + n]
+    keep += struct.pack(">qq", -1, -1)
+    bad = tmp_path / "bad.flat"
+    bad.write_bytes(bytes(keep))
+    code, inf = cli_json("info", str(bad))
+    assert inf["incomplete"] is True and inf["summary"]["by_state"].get("lost", {}).get("bytes", 0) > 0
+    p = run_cli("xp", str(bad), hex(L2), "--len", "64")
+    assert p.returncode == 4 and b"bitmap" in p.stdout + p.stderr and b"excluded" not in p.stdout

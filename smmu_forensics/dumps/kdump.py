@@ -131,6 +131,9 @@ class KdumpMemory(PhysicalMemory):
         part = self._part(pfn)
         if part is None:
             return PageState.LOST, "no split part covers this PFN", None, None
+        fu = part.bitmap2.first_unknown
+        if fu is not None and pfn >= fu:
+            return PageState.LOST, "the 2nd bitmap is missing from here on (a flattened record): this page's descriptor cannot be located", part, None
         if not part.bitmap2.test(pfn):
             if not part.bitmap2.known(pfn):
                 return PageState.LOST, "the 2nd bitmap's byte for this page is not in the file", part, None
@@ -241,7 +244,11 @@ class KdumpMemory(PhysicalMemory):
             out.append(MemRange(a * ps, b * ps, PageState.EXCLUDED))
         for a, b in dumped:
             out.append(MemRange(a * ps, b * ps, PageState.PRESENT))
-        return _overlay(out)
+        res = _overlay(out)
+        for p in self.parts:  # past a missing piece of the 2nd bitmap nothing can be located: lost
+            if p.bitmap2.first_unknown is not None:
+                res = _mark_lost(res, max(p.bitmap2.first_unknown, p.h.start_pfn) * ps, p.h.end_pfn * ps)
+        return res
 
     # -- metadata ----------------------------------------------------------------------------
     def vmcoreinfo(self) -> dict[str, str]:
@@ -289,6 +296,10 @@ class KdumpMemory(PhysicalMemory):
                 reasons.append(f"{p.src.name}: header has DUMP_DH_COMPRESSED_INCOMPLETE (makedumpfile ran out of space)")
             if getattr(p.src, "truncated", False):
                 reasons.append(f"{p.src.name}: flattened stream ends without its end marker: truncated")
+            if p.bitmap2.first_unknown is not None or p.bitmap1.first_unknown is not None:
+                reasons.append(f"{p.src.name}: the kdump bitmaps are missing from PFN "
+                               f"{min(x for x in (p.bitmap1.first_unknown, p.bitmap2.first_unknown) if x is not None):#x} on "
+                               "(a flattened record never arrived): those pages are lost")
         counts = self._count_pages()
         ranges = self.ranges()
         if any(getattr(b, "truncated", False) for p in self.parts for b in (p.bitmap1, p.bitmap2)):
@@ -328,6 +339,21 @@ class KdumpMemory(PhysicalMemory):
             self._fast = None
         for p in self.parts:
             p.src.close()
+
+
+def _mark_lost(ranges: list[MemRange], start: int, end: int) -> list[MemRange]:
+    """``ranges`` with their parts inside ``[start, end)`` marked lost."""
+    out: list[MemRange] = []
+    for r in ranges:
+        if r.end <= start or r.start >= end:
+            out.append(r)
+            continue
+        if r.start < start:
+            out.append(MemRange(r.start, start, r.state))
+        out.append(MemRange(max(r.start, start), min(r.end, end), PageState.LOST))
+        if r.end > end:
+            out.append(MemRange(end, r.end, r.state))
+    return merge_ranges(out)
 
 
 def _overlay(ranges: list[MemRange]) -> list[MemRange]:

@@ -47,6 +47,10 @@ class Bitmap:
         self.src, self.offset, self.nbytes = src, offset, nbytes
         self._prefix: list[int] = [0]  # set bits before chunk k
         self._cache: dict[int, tuple[bytes, array]] = {}
+        #: the first bit whose byte no writer put in the file (a flattened record that never came):
+        #: from there on neither the bits nor the ranks (descriptor indexes) can be trusted
+        gap = src.unwritten(offset, nbytes) if src.has_gaps else None
+        self.first_unknown: int | None = (gap[0] - offset) * 8 if gap is not None else None
 
     def _chunk(self, k: int) -> tuple[bytes, array]:
         hit = self._cache.get(k)
