@@ -140,3 +140,24 @@ def test_synth_refuses_a_terabyte_of_ram(tmp_path):
     sc.write_text("machine: {ram: [{size: 0x1000}]}\n")
     p = run_cli("synth", str(sc), "-o", str(tmp_path / "x.elf"))
     assert p.returncode == 2 and b"missing key 'start'" in p.stderr
+
+
+def test_lzo_pages_cannot_expand_unbounded():
+    """lzallright's size hint is not a cap: a stored LZO page larger than 256 KiB is refused before
+    decoding; one under it expands at most 255-fold (64 MiB) and is corrupt when it is not a page."""
+    import lzallright
+
+    from smmu_forensics.dumps.codecs import DUMP_DH_COMPRESSED_LZO, MAX_LZO_INPUT, decompress_page
+    from smmu_forensics.errors import CorruptPage
+
+    comp = lzallright.LZOCompressor()
+    big = comp.compress(os.urandom(64) * (MAX_LZO_INPUT // 8))
+    big += bytes(max(0, MAX_LZO_INPUT + 1 - len(big)))
+    t = time.monotonic()
+    with pytest.raises(CorruptPage, match="is not decoded"):
+        decompress_page(DUMP_DH_COMPRESSED_LZO, big, 1 << 20)
+    small = comp.compress(bytes(16 << 20))
+    assert len(small) <= MAX_LZO_INPUT
+    with pytest.raises(CorruptPage):
+        decompress_page(DUMP_DH_COMPRESSED_LZO, small, 4096)
+    assert time.monotonic() - t < 5

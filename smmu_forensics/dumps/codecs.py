@@ -58,10 +58,17 @@ def _lzo_lib() -> tuple:
     return _LZO[0], _LZO[1]
 
 
+#: LZO1X expands at most 255x and lzallright's size hint is not a cap: a stored page larger than
+#: this (no architecture's page is; arm64's largest is 64 KiB) is refused rather than decoded
+MAX_LZO_INPUT = 256 << 10
+
+
 def _lzo(data: bytes, n: int) -> bytes:
+    if len(data) > MAX_LZO_INPUT:
+        raise CorruptPage(f"LZO page of {len(data)} bytes: more than {MAX_LZO_INPUT} is not decoded (it could expand 255-fold)")
     comp, err = _lzo_lib()
     try:
-        # LZO1X output is bounded by the input (<= one page here, checked by the caller) x 255
+        # LZO1X output is bounded by the input (<= MAX_LZO_INPUT here) x 255
         return comp.decompress(data, output_size_hint=n)
     except err as exc:
         raise CorruptPage(f"LZO error {exc}") from None
@@ -107,6 +114,8 @@ def fast_decoders(page_size: int) -> dict[int, Callable[[bytes | memoryview], by
         return zlib.decompressobj().decompress(d, page_size + 1)
 
     def unlzo(d: bytes | memoryview) -> bytes:
+        if len(d) > MAX_LZO_INPUT:
+            return b""  # the general path says why
         return comp.decompress(d, output_size_hint=page_size)
 
     return {0: bytes, DUMP_DH_COMPRESSED_ZLIB: inflate, DUMP_DH_COMPRESSED_LZO: unlzo}
