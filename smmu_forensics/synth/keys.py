@@ -59,7 +59,7 @@ SECTIONS: dict[str, tuple[set[str], dict[str, str]]] = {
 LISTS = {"ram", "excluded", "smmus", "corruptions", "pci", "decoys", "cd_tables", "pgtables", "writes", "stes", "l1", "cds", "map"}
 #: keys a section cannot do without (a RAM range without ``start`` is an error, not a crash)
 REQUIRED: dict[str, set[str]] = {"range": {"start", "size"}, "l1std": {"index"}, "l1cd": {"index"}, "mapping": {"iova", "pa"},
-                                 "write": {"addr"}, "pgtable": {"root"}, "ste": {"sid"}, "cd_table": {"addr"}, "pci": {"bdf"},
+                                 "write": {"addr"}, "pgtable": {"root"}, "ste": {"sid"}, "cd_table": {"addr"}, "pci": {"bdf"}, "stream_table": {"base"},
                                  "decoy": {"base"}}
 _CASELESS = {"registers", "ste_fields", "cd_fields"}  # register and field names are matched in any case
 

@@ -164,6 +164,8 @@ def build_scenario(doc: dict[str, Any]) -> Built:
         return _build_scenario(doc)
     except ValueError as exc:  # schemas.build: "FIELD=value does not fit bits [hi:lo]" and the like
         raise UsageError(f"scenario: cannot build: {exc}") from None
+    except KeyError as exc:  # a key the builder needs and keys.REQUIRED does not list yet
+        raise UsageError(f"scenario: missing key {str(exc)[:60]}") from None
 
 
 def _build_scenario(doc: dict[str, Any]) -> Built:
