@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import sys
 import time
 
@@ -161,3 +162,18 @@ def test_lzo_pages_cannot_expand_unbounded():
     with pytest.raises(CorruptPage):
         decompress_page(DUMP_DH_COMPRESSED_LZO, small, 4096)
     assert time.monotonic() - t < 5
+
+
+def test_garbage_widths_never_become_huge_integers():
+    """A 6.12-linear-shaped candidate whose sid_bits is a garbage u32 is rejected before `1 << sid_bits`
+    (that integer alone would be 512 MB): the real capture's discovery pass stayed at 150 MB."""
+    from smmu_forensics.discover.driver import _decode_612_linear
+
+    class NoMemory:
+        def read_partial(self, *a):  # never reached
+            raise AssertionError("read")
+
+    t = time.monotonic()
+    data = struct.pack("<IIQQI", 0, 0xFFFFFFF0, 0xFFFF000040000000, 0x40000000, 1 << 20)
+    assert _decode_612_linear(NoMemory(), 0x1000, data, 0, 0xFFFFFFF0) is None
+    assert time.monotonic() - t < 0.1

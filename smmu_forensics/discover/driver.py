@@ -71,6 +71,7 @@ def scan(mem: PhysicalMemory) -> ScanHits:
     """One pass over the dump's readable memory for every signature discovery uses."""
     hits: list[int] = []
     hits612: list[int] = []
+    hits612lin: list[int] = []
     fdts: list[int] = []
     shapes = ShapeScan()
     try:
@@ -88,18 +89,18 @@ def scan(mem: PhysicalMemory) -> ScanHits:
         if len(fdts) < MAX_CANDIDATES:
             fdts += [a + skip + 8 * i for i in np.flatnonzero((w & np.uint64(0xFFFFFFFF)) == np.uint64(FDT_MAGIC_LE)).tolist()
                      if skip + 8 * i < owned][:MAX_CANDIDATES]
-        if delta is not None and len(hits612) < MAX_CANDIDATES:
+        if delta is not None and len(hits612) + len(hits612lin) < 2 * MAX_CANDIDATES:
             va, l1dma, n = w[:-5], w[2:-3], w[3:-2] & np.uint64(0xFFFFFFFF)
             ok612 = (va == l1dma + delta) & (l1dma != 0)
             if ok612.any():
                 ok612 &= ((l1dma & np.uint64(0xFFF)) == 0) & (n != 0) & ((n & (n - np.uint64(1))) == 0) & (n <= np.uint64(1 << 17))
-                hits612 += [a + skip + 8 * i for i in np.flatnonzero(ok612).tolist() if skip + 8 * i < owned]
+                hits612 += [a + skip + 8 * int(i) for i in np.flatnonzero(ok612)[:MAX_CANDIDATES] if skip + 8 * int(i) < owned]
             ste_dma, n_lin = w[1:-4], w[2:-3] & np.uint64(0xFFFFFFFF)  # linear = { table, ste_dma, num_ents }
             ok_lin = (va == ste_dma + delta) & (ste_dma != 0)
             if ok_lin.any():
                 ok_lin &= ((ste_dma & np.uint64(0x3F)) == 0) & (n_lin != 0) & ((n_lin & (n_lin - np.uint64(1))) == 0) \
                     & (n_lin <= np.uint64(1 << LINEAR_MAX_LOG2SIZE))
-                hits612 += [a + skip + 8 * i for i in np.flatnonzero(ok_lin).tolist() if skip + 8 * i < owned]
+                hits612lin += [a + skip + 8 * int(i) for i in np.flatnonzero(ok_lin)[:MAX_CANDIDATES] if skip + 8 * int(i) < owned]
         dma, base = w[:-5], w[3:-2]
         ok = (base == (dma | np.uint64(RA))) & (dma != 0)
         if ok.any():
@@ -107,21 +108,22 @@ def scan(mem: PhysicalMemory) -> ScanHits:
             hits += [a + skip + 8 * i - 8 for i in np.flatnonzero(ok).tolist() if skip + 8 * i < owned]
     copies = [c for c in (decode_61(mem, h) for h in hits[:MAX_CANDIDATES]) if c is not None]
     copies += [c for c in (decode_612(mem, h) for h in hits612[:MAX_CANDIDATES]) if c is not None]
+    copies += [c for c in (decode_612(mem, h, linear=True) for h in hits612lin[:MAX_CANDIDATES]) if c is not None]
     return ScanHits(copies, fdts[:MAX_CANDIDATES], shapes.finish(mem), shapes.truncated)
 
 
-def decode_612(mem: PhysicalMemory, addr: int) -> DriverCopy | None:
+def decode_612(mem: PhysicalMemory, addr: int, linear: bool = False) -> DriverCopy | None:
     """6.12's ``strtab_cfg``: registers rebuilt as ``arm_smmu_write_strtab()`` builds them, from the
-    union's ``l2`` (2-level) or ``linear`` member, whichever the words fit and the table corroborates."""
+    union's ``l2`` member (a 2-level table) or, with ``linear``, its ``linear`` member; the table
+    it points at corroborates it."""
     r = mem.read_partial(addr - 8, 40)
     if r.holes or addr < 8:
         return None
     ssid_bits, sid_bits = struct.unpack_from("<II", r.data, 0)
-    lin = _decode_612_linear(mem, addr, r.data, ssid_bits, sid_bits)
-    if lin is not None:
-        return lin
+    if linear:
+        return _decode_612_linear(mem, addr, r.data, ssid_bits, sid_bits)
     va, _l2ptrs, l1_dma, n_l1 = struct.unpack_from("<QQQI", r.data, 8)
-    if not l1_dma or l1_dma & 0xFFF or not n_l1 or n_l1 & (n_l1 - 1):
+    if not l1_dma or l1_dma & 0xFFF or not n_l1 or n_l1 & (n_l1 - 1) or n_l1 > 1 << 17:
         return None
     if not (sid_bits <= 32 and ssid_bits <= 20 and n_l1.bit_length() - 1 + STRTAB_SPLIT <= sid_bits):
         return None
@@ -138,7 +140,9 @@ def _decode_612_linear(mem: PhysicalMemory, addr: int, data: bytes, ssid_bits: i
     ``arm_smmu_init_strtab_linear()``), corroborated by the table: most of its first STEs valid, as
     ``arm_smmu_init_initial_stes()`` leaves every one of them."""
     va, ste_dma, n = struct.unpack_from("<QQI", data, 8)
-    if not ste_dma or ste_dma & 0x3F or not n or n != 1 << sid_bits or sid_bits > LINEAR_MAX_LOG2SIZE or ssid_bits > 20:
+    if sid_bits > LINEAR_MAX_LOG2SIZE or ssid_bits > 20:  # first: 1 << a garbage u32 is a 512 MB integer
+        return None
+    if not ste_dma or ste_dma & 0x3F or not n or n != 1 << sid_bits:
         return None
     k = min(n, 64)
     t = mem.read_partial(ste_dma, 64 * k)

@@ -70,6 +70,8 @@ class KernelVA:
                 raise TranslationError(f"VMCOREINFO image symbol {image!r} is not a number") from None
         swapper = int(info["SYMBOL(swapper_pg_dir)"], 16) if "SYMBOL(swapper_pg_dir)" in info else None
         t1sz = _num(info, "NUMBER(TCR_EL1_T1SZ)", 16) if "NUMBER(TCR_EL1_T1SZ)" in info else None
+        if t1sz is not None and not 12 <= t1sz <= 39:  # a kernel half of 25..52 bits, or the value is not to be trusted
+            t1sz = None
         page = _num(info, "PAGESIZE", 10) if "PAGESIZE" in info else 4096
         return cls(va_bits, _num(info, "NUMBER(kimage_voffset)", 16), _num(info, "NUMBER(PHYS_OFFSET)", 16), flipped,
                    swapper, t1sz, page.bit_length() - 1 if page in (4096, 16384, 65536) else 12)
