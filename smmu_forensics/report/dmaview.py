@@ -10,16 +10,12 @@ from typing import Any
 
 from smmu_forensics.analysis import ContextAnswer, DmaAnswer
 from smmu_forensics.report.escape import clean, md
-from smmu_forensics.report.model import range_row
+from smmu_forensics.report.model import hx, range_row, range_text
 from smmu_forensics.smmu.dmamap import size_name
 from smmu_forensics.smmu.lpae import LPAE_S1, DescType, get
 from smmu_forensics.smmu.pgtable import Step, Translation
 
 __all__ = ["build", "text", "markdown"]
-
-
-def _hx(v: int | None) -> str | None:
-    return None if v is None else f"{v:#x}"
 
 
 def _step_kind(s: Step) -> str:
@@ -35,10 +31,10 @@ def _step_kind(s: Step) -> str:
 
 def _translation(t: Translation) -> dict[str, Any]:
     return {
-        "iova": _hx(t.va), "pa": _hx(t.pa), "size": t.size or None, "writable": t.writable if t.pa is not None else None,
+        "iova": hx(t.va), "pa": hx(t.pa), "size": t.size or None, "writable": t.writable if t.pa is not None else None,
         "fault": t.why or None,
-        "steps": [{"level": s.level, "table": _hx(s.table), "index": s.index, "entry": _hx(s.table + 8 * s.index),
-                   "desc": _hx(s.desc), "kind": _step_kind(s)} for s in t.steps],
+        "steps": [{"level": s.level, "table": hx(s.table), "index": s.index, "entry": hx(s.table + 8 * s.index),
+                   "desc": hx(s.desc), "kind": _step_kind(s)} for s in t.steps],
     }
 
 
@@ -46,10 +42,10 @@ def _context(c: ContextAnswer, devices: dict[str, dict[int, list[str]]], with_ra
     r, w = c.context, c.context.walk
     devs = devices.get(c.smmu, {})
     out: dict[str, Any] = {
-        "smmu": c.smmu, "kind": r.kind, "sids": [_hx(s) for s in r.sids],
+        "smmu": c.smmu, "kind": r.kind, "sids": [hx(s) for s in r.sids],
         "devices": [n for s in r.sids for n in devs.get(s, [])],
-        "ssid": r.ssid, "cd": _hx(r.cd_addr), "asid": r.tag if r.stage == 1 else None, "vmid": r.tag if r.stage == 2 else None,
-        "ttb": _hx(r.ttb), "granule": w.granule if w else None, "ias": w.ias if w else None,
+        "ssid": r.ssid, "cd": hx(r.cd_addr), "asid": r.tag if r.stage == 1 else None, "vmid": r.tag if r.stage == 2 else None,
+        "ttb": hx(r.ttb), "granule": w.granule if w else None, "ias": w.ias if w else None,
         "start_level": w.start_level if w else None,
         "n_leaves": w.n_leaves if w else 0, "mapped_bytes": w.mapped_bytes if w else 0,
         "complete": bool(w is not None and not w.truncated), "problems": list(w.problems) if w else [],
@@ -67,16 +63,16 @@ def build(ans: DmaAnswer, dump: str, devices: dict[str, dict[int, list[str]]]) -
     listing = ans.iova is None and ans.pa is None
     return {
         "dump": dump,
-        "question": {"sid": _hx(ans.sid), "ssid": ans.ssid, "iova": _hx(ans.iova), "pa": _hx(ans.pa)},
+        "question": {"sid": hx(ans.sid), "ssid": ans.ssid, "iova": hx(ans.iova), "pa": hx(ans.pa)},
         "contexts": [_context(c, devices, listing) for c in ans.contexts],
-        "stes": [{"smmu": s.smmu, "sid": _hx(s.sid), "config": s.config, "valid": s.valid, "note": s.note} for s in ans.stes],
-        "reaching": [{"smmu": name, "kind": h.context.kind, "sids": [_hx(s) for s in h.context.sids],
+        "stes": [{"smmu": s.smmu, "sid": hx(s.sid), "config": s.config, "valid": s.valid, "note": s.note} for s in ans.stes],
+        "reaching": [{"smmu": name, "kind": h.context.kind, "sids": [hx(s) for s in h.context.sids],
                       "devices": [n for s in h.context.sids for n in devices.get(name, {}).get(s, [])],
                       "asid": h.context.tag if h.context.stage == 1 else None,
                       "vmid": h.context.tag if h.context.stage == 2 else None, "ssid": h.context.ssid,
-                      "ttb": _hx(h.context.ttb), "iova": _hx(h.iova), "leaf_iova": _hx(h.leaf.iova), "leaf_pa": _hx(h.leaf.pa),
+                      "ttb": hx(h.context.ttb), "iova": hx(h.iova), "leaf_iova": hx(h.leaf.iova), "leaf_pa": hx(h.leaf.pa),
                       "size": h.leaf.size, "writable": h.writable} for name, h in ans.hits] if ans.pa is not None else [],
-        "bypass": {name: [_hx(s) for s in sids] for name, sids in ans.bypass.items()},
+        "bypass": {name: [hx(s) for s in sids] for name, sids in ans.bypass.items()},
         "incomplete": list(ans.incomplete),
         "exit_code": ans.exit_code,
     }
@@ -102,8 +98,7 @@ def text(m: dict[str, Any]) -> str:
             out.append(clean(f"  {c['n_leaves']} mappings in {len(c['ranges'])} ranges, {c['mapped_bytes']} bytes"
                              + ("" if c["complete"] else " (walk stopped by its budget: more exist)")))
             for r in c["ranges"]:
-                out.append(clean(f"  {r['iova']}-{r['iova_end']} -> {r['pa']}-{r['pa_end']} {'rw' if r['writable'] else 'ro'}"
-                                 f" {r['pages']}x{size_name(r['page_size'])}"))
+                out.append(clean(f"  {range_text(r)}"))
         t = c.get("translation")
         if t is not None:
             for s in t["steps"]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from smmu_forensics.report import answer
 from smmu_forensics.report.escape import md
+from smmu_forensics.report.model import range_text
 from smmu_forensics.report.types import FieldShown, Report, SidDetail, SmmuModel
-from smmu_forensics.smmu.dmamap import size_name
 
 LABEL = {"adopt": "**ADOPT**", "reset": "**FULL RESET**", "no-adopt": "**NO ADOPTION ATTEMPTED**", "unknown": "**UNKNOWN**"}
 
@@ -156,8 +156,7 @@ def _table(s: SmmuModel) -> list[str]:
                 more = "" if d["complete"] else ", walk stopped by its budget: more exist"
                 o += ["", f"<details><summary>mappings of {md(tag)}, table {md(d['ttb0'])}: {d['n_leaves']} in {len(d['ranges'])} ranges{md(more)}"
                       "</summary>", "", "```"]
-                o += [f"{x['iova']}-{x['iova_end']} -> {x['pa']}-{x['pa_end']} {'rw' if x['writable'] else 'ro'} "
-                      f"{x['pages']}x{size_name(x['page_size'])}" for x in d["ranges"]]
+                o += [range_text(x) for x in d["ranges"]]
                 o += ["```", "", "</details>"]
     o += ["", "### Findings", ""]
     if not s["findings"]:

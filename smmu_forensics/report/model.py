@@ -27,7 +27,7 @@ from smmu_forensics.rules.base import Verdict
 from smmu_forensics.rules.versions import VERSIONS
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import schemas, vector
-from smmu_forensics.smmu.dmamap import Range, merge
+from smmu_forensics.smmu.dmamap import Range, merge, size_name
 from smmu_forensics.smmu.fields import SteConfig
 from smmu_forensics.smmu.reach import Reach
 from smmu_forensics.smmu.registers import Registers
@@ -311,6 +311,17 @@ def range_row(r: Range) -> T.RangeRow:
     """One merged range of mappings (ends inclusive)."""
     return {"iova": f"{r.iova:#x}", "iova_end": f"{r.iova + r.size - 1:#x}", "pa": f"{r.pa:#x}", "pa_end": f"{r.pa + r.size - 1:#x}",
             "size": r.size, "page_size": r.page_size, "pages": r.pages, "writable": r.writable}
+
+
+def range_text(r: T.RangeRow) -> str:
+    """One merged range as every renderer prints it.
+
+    >>> range_text({"iova": "0x1000", "iova_end": "0x2fff", "pa": "0x8000", "pa_end": "0x9fff", "size": 8192,
+    ...             "page_size": 4096, "pages": 2, "writable": True})
+    '0x1000-0x2fff -> 0x8000-0x9fff rw 2x4K'
+    """
+    return (f"{r['iova']}-{r['iova_end']} -> {r['pa']}-{r['pa_end']} {'rw' if r['writable'] else 'ro'} "
+            f"{r['pages']}x{size_name(r['page_size'])}")
 
 
 def dma_model(reach: Reach, list_all: bool = False, devices: dict[int, list[str]] | None = None) -> list[T.DmaModel]:

@@ -14,8 +14,8 @@ from rich.text import Text
 
 from smmu_forensics.report import answer
 from smmu_forensics.report.escape import clean
+from smmu_forensics.report.model import range_text
 from smmu_forensics.report.types import DiscoveryModel, Report, SidDetail, SmmuModel, TableModel
-from smmu_forensics.smmu.dmamap import size_name
 
 DECISION_STYLE = {
     "adopt": ("ADOPT", "bold green"),
@@ -244,8 +244,7 @@ def _dma(s: SmmuModel, c: Console) -> None:
         c.print(T(f"mappings of {tag} (table {r['ttb0']}, SIDs {', '.join(r['sids'])}): {r['n_leaves']} in {len(r['ranges'])} ranges"
                   + ("" if r["complete"] else " (walk stopped by its budget: more exist)"), "bold"))
         for x in r["ranges"]:
-            c.print(T(f"  {x['iova']}-{x['iova_end']} -> {x['pa']}-{x['pa_end']} {'rw' if x['writable'] else 'ro'} "
-                      f"{x['pages']}x{size_name(x['page_size'])}"))
+            c.print(T(f"  {range_text(x)}"))
 
 
 def _findings(s: SmmuModel, c: Console) -> None:
