@@ -3,19 +3,20 @@
 Physical addresses come from ``p_paddr`` (``p_vaddr`` is a kernel VA in a vmcore).  Bytes past
 ``p_filesz`` are excluded (makedumpfile -E marks filtered runs that way); the kernel-text
 PT_LOAD that overlaps RAM is resolved by :mod:`.segments`.  QEMU 7.2's quirks (program headers
-at e_phoff 192, e_ehsize 8) are accepted: e_ehsize is not validated.  Parsing uses pyelftools.
+at e_phoff 192, e_ehsize 8) are accepted: e_ehsize is not validated.  The ELF header is parsed by pyelftools; the program header table is decoded in one numpy
+call through a dtype read off pyelftools' ``Elf_Phdr`` (:func:`.structs.phdr_dtype`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from smmu_forensics.dumps.base import VMCOREINFO_HIGHLIGHTS, DumpInfo, parse_vmcoreinfo
 from smmu_forensics.dumps.segments import Segment, SegmentMemory
 from smmu_forensics.dumps.source import ByteSource
+from smmu_forensics.dumps.structs import phdr_dtype
 from smmu_forensics.errors import DumpError
 
 ELF_MAGIC = b"\x7fELF"
@@ -46,29 +47,36 @@ class ElfMemory(SegmentMemory):
             segs: list[Segment] = []
             note_blobs: list[bytes] = []
             self.notes_seen: list[str] = []
-            phdrs: list[dict[str, Any]] = []
+            little = hdr["e_ident"]["EI_DATA"] == "ELFDATA2LSB"
+            dt, pt = phdr_dtype(64 if hdr["e_ident"]["EI_CLASS"] == "ELFCLASS64" else 32, little)
+            step = hdr["e_phentsize"]
+            if nseg and step < dt.itemsize:
+                raise DumpError(src.name, f"e_phentsize {step} is smaller than a program header ({dt.itemsize} bytes)")
+            raw = np.frombuffer(src.pread(hdr["e_phoff"], nseg * step), dtype=np.uint8)
+            if len(raw) < nseg * step:
+                raise DumpError(src.name, "program headers cut short: truncated")
+            ph = raw.reshape(nseg, step)[:, : dt.itemsize].copy().view(dt).reshape(nseg)  # one call for 131,072
+            kinds = ph["p_type"]
+            load = ph[kinds == pt["PT_LOAD"]]
+            keep = load["p_memsz"] != 0
+            if dt["p_paddr"].itemsize == 8:
+                keep &= load["p_paddr"] != np.uint64((1 << 64) - 1)  # "no physical address" (kcore, some vmcores)
+            if label == "kcore":
+                keep &= ~((load["p_paddr"] == 0) & (load["p_vaddr"] != 0))
+            for paddr, memsz, off, filesz in zip(*(load[keep][f].tolist() for f in ("p_paddr", "p_memsz", "p_offset", "p_filesz"))):
+                segs.append(Segment(paddr, memsz, off, min(filesz, memsz)))
             notes_budget = MAX_NOTES_BYTES
-            for i in range(nseg):
-                ph = elf.get_segment(i).header
-                phdrs.append(dict(ph))
-                if ph["p_type"] == "PT_LOAD":
-                    paddr = ph["p_paddr"]
-                    if paddr == (1 << 64) - 1 or (paddr == 0 and ph["p_vaddr"] != 0 and label == "kcore"):
-                        continue
-                    filesz = min(ph["p_filesz"], ph["p_memsz"])
-                    if ph["p_memsz"] == 0:
-                        continue
-                    segs.append(Segment(paddr, ph["p_memsz"], ph["p_offset"], filesz))
-                elif ph["p_type"] == "PT_NOTE":
-                    size = min(ph["p_filesz"], notes_budget)  # all notes together: at most MAX_NOTES_BYTES read
-                    if size > 0:
-                        note_blobs.append(src.pread(ph["p_offset"], size))
-                        notes_budget -= size
+            for off, filesz in zip(*(ph[kinds == pt["PT_NOTE"]][f].tolist() for f in ("p_offset", "p_filesz"))):
+                size = min(filesz, notes_budget)  # all notes together: at most MAX_NOTES_BYTES read
+                if size > 0:
+                    note_blobs.append(src.pread(off, size))
+                    notes_budget -= size
+            self.phdr_table = ph
+            self.pt_load = pt["PT_LOAD"]
             self.elf_class = 64 if hdr["e_ident"]["EI_CLASS"] == "ELFCLASS64" else 32
-            self.little_endian = hdr["e_ident"]["EI_DATA"] == "ELFDATA2LSB"
+            self.little_endian = little
             self.machine = str(hdr["e_machine"])
             self.e_flags = hdr["e_flags"]
-            self.phdrs = phdrs
         except DumpError:
             raise
         except (ELFError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
@@ -102,7 +110,7 @@ class ElfMemory(SegmentMemory):
             "machine": self.machine,
             "elf_class": self.elf_class,
             "producer": self.producer,
-            "pt_load": sum(1 for p in self.phdrs if p["p_type"] == "PT_LOAD"),
+            "pt_load": int((self.phdr_table["p_type"] == self.pt_load).sum()),
             "vmcoreinfo_keys": [k for k in VMCOREINFO_HIGHLIGHTS if k in self._vmcoreinfo],
         }
         return inf
@@ -132,9 +140,9 @@ def _iter_notes(blob: bytes, little: bool) -> list[tuple[str, int, bytes]]:
 
 
 def _guess_producer(m: ElfMemory) -> str:
-    loads = [p for p in m.phdrs if p["p_type"] == "PT_LOAD"]
-    if loads and all(p["p_vaddr"] == p["p_paddr"] for p in loads):
+    loads = m.phdr_table[m.phdr_table["p_type"] == m.pt_load]
+    if len(loads) and bool((loads["p_vaddr"] == loads["p_paddr"]).all()):
         return "QEMU dump-guest-memory (p_vaddr == p_paddr)"
-    if any(p["p_filesz"] < p["p_memsz"] for p in loads):
+    if bool((loads["p_filesz"] < loads["p_memsz"]).any()):
         return "makedumpfile -E (filtered segments)"
     return "kernel /proc/vmcore or a copy"

@@ -23,7 +23,7 @@ import numpy as np
 from construct import Bytes, Const, FormatField, Int32sl, Int32ul, Int64sb, Int64sl, Int64ul, Padding, Struct
 
 __all__ = ["KDUMP_SIGNATURES", "DiskDumpHeader64", "KdumpSubHeader64", "PageDesc", "FLAT_SIGNATURE", "FlatHeader",
-           "FlatRecord", "LIME_MAGIC", "LimeHeader", "struct_format", "dtype", "compiled", "elf_structs"]
+           "FlatRecord", "LIME_MAGIC", "LimeHeader", "struct_format", "dtype", "compiled", "elf_structs", "phdr_dtype"]
 
 # -- kdump-compressed (diskdump_mod.h) ------------------------------------------------------------
 KDUMP_SIGNATURES = (b"KDUMP   ", b"DISKDUMP")  # KDUMP_SIGNATURE, DISK_DUMP_SIGNATURE
@@ -124,6 +124,26 @@ def dtype(s: Struct) -> np.dtype:
 
 def compiled(s: Struct) -> struct.Struct:
     return struct.Struct(struct_format(s))
+
+
+@functools.lru_cache(maxsize=4)
+def phdr_dtype(elfclass: int = 64, little_endian: bool = True) -> tuple[np.dtype, dict[str, int]]:
+    """pyelftools' ``Elf_Phdr`` as a numpy dtype (field order and widths read from its declaration),
+    and its ``p_type`` names: a table of 131,072 program headers decodes in one call.
+
+    >>> dt, pt = phdr_dtype()
+    >>> dt.itemsize, dt.names[:3], pt["PT_LOAD"], pt["PT_NOTE"]
+    (56, ('p_type', 'p_flags', 'p_offset'), 1, 4)
+    """
+    ph = elf_structs(elfclass, little_endian).Elf_Phdr
+    fields, names = [], {}
+    for sc in ph.subcons:
+        packer = sc.packer if hasattr(sc, "packer") else sc.subcon.packer
+        fmt = packer.format if isinstance(packer.format, str) else packer.format.decode()
+        fields.append((sc.name, {"<": "<", ">": ">"}[fmt[0]] + {"L": "u4", "Q": "u8", "I": "u4"}[fmt[1]]))
+        if hasattr(sc, "encoding"):
+            names = {k: v for k, v in sc.encoding.items() if isinstance(k, str)}
+    return np.dtype(fields), names
 
 
 @functools.lru_cache(maxsize=4)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from smmu_forensics.report import answer
 from smmu_forensics.report.escape import md
-from smmu_forensics.report.model import range_text
+from smmu_forensics.report.model import l1_results_upto, range_text
 from smmu_forensics.report.types import FieldShown, Report, SidDetail, SmmuModel
 
 LABEL = {"adopt": "**ADOPT**", "reset": "**FULL RESET**", "no-adopt": "**NO ADOPTION ATTEMPTED**", "unknown": "**UNKNOWN**"}
@@ -122,8 +122,9 @@ def _table(s: SmmuModel) -> list[str]:
         names = list(s["verdicts"])
         o += ["", "| L1 | raw | span | L2Ptr | status | L2 in dump | " + " | ".join(md(n) for n in names) + " |",
               "|---|---|---|---|---|---|" + "---|" * len(names)]
-        res = {n: {r["index"]: r for r in v["l1"]} for n, v in s["verdicts"].items()}
-        for e in t["l1"][:256]:
+        shown_l1 = t["l1"][:256]
+        res = l1_results_upto(s["verdicts"], shown_l1[-1]["index"] if shown_l1 else -1)
+        for e in shown_l1:
             cells = [e["index"], e["raw"] or "?", e["span"], e["l2ptr"] or "?", e["status"], e["l2_in_dump"]]
             for n in names:
                 r = res[n].get(e["index"])

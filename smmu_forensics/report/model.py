@@ -15,7 +15,7 @@ changes when a documented key changes).  Nothing here reads memory or judges.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from smmu_forensics import __version__
 from smmu_forensics.analysis import Analysis, DumpSummary, SmmuResult
 from smmu_forensics.discover.smmus import FoundSmmu
 from smmu_forensics.report import types as T
-from smmu_forensics.rules.base import Verdict
+from smmu_forensics.rules.base import L1Result, Verdict
 from smmu_forensics.rules.versions import VERSIONS
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import schemas, vector
@@ -144,40 +144,119 @@ def ste_entries(t: StreamTable, rows: np.ndarray, devices: dict[int, list[str]] 
     return out
 
 
-class SteListing(Sequence[T.SteRow]):
-    """The listed STEs of a table, generated in chunks when asked: ``--all`` on a table of a
-    million STEs never holds a million dicts.  Behaves as a read-only sequence for renderers; the
-    JSON writer (:mod:`.jsonout`) streams it."""
+class Listing(Sequence[Any]):
+    """A long list of report rows generated in chunks when asked (STEs, L1 descriptors, per-ruleset
+    L1 results): ``--all`` on a table of a million STEs, or an L1 table of 2^17 descriptors, never
+    holds them all as dicts.  Behaves as a read-only sequence for renderers; the JSON writer
+    (:mod:`.jsonout`) streams it chunk by chunk."""
 
     CHUNK = 8192
 
-    def __init__(self, t: StreamTable, rows: np.ndarray, devices: dict[int, list[str]] | None = None) -> None:
-        self.t, self.rows, self.devices = t, rows, devices
-
     def __len__(self) -> int:
-        return len(self.rows)
+        raise NotImplementedError
+
+    def rows(self, lo: int, hi: int) -> list[Any]:
+        """Rows ``lo`` to ``hi`` (exclusive), made now."""
+        raise NotImplementedError
 
     @overload
-    def __getitem__(self, i: int) -> T.SteRow: ...
+    def __getitem__(self, i: int) -> Any: ...
 
     @overload
-    def __getitem__(self, i: slice) -> list[T.SteRow]: ...
+    def __getitem__(self, i: slice) -> list[Any]: ...
 
-    def __getitem__(self, i: int | slice) -> T.SteRow | list[T.SteRow]:
+    def __getitem__(self, i: int | slice) -> Any:
+        n = len(self)
         if isinstance(i, slice):
-            return ste_entries(self.t, self.rows[i], self.devices)
-        return ste_entries(self.t, self.rows[i : i + 1] if i >= 0 else self.rows[i:][:1], self.devices)[0]
+            lo, hi, step = i.indices(n)
+            got = self.rows(lo, max(lo, hi)) if step == 1 else [self[j] for j in range(lo, hi, step)]
+            return got
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        return self.rows(i, i + 1)[0]
 
-    def chunks(self) -> Iterator[list[T.SteRow]]:
-        for a in range(0, len(self.rows), self.CHUNK):
-            yield ste_entries(self.t, self.rows[a : a + self.CHUNK], self.devices)
+    def chunks(self) -> Iterator[list[Any]]:
+        for a in range(0, len(self), self.CHUNK):
+            yield self.rows(a, min(a + self.CHUNK, len(self)))
 
-    def __iter__(self) -> Iterator[T.SteRow]:
+    def __iter__(self) -> Iterator[Any]:
         for c in self.chunks():
             yield from c
 
     def __eq__(self, other: object) -> bool:
         return list(self) == other
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+
+class SteListing(Listing):
+    """The listed STEs of a table (rows of :func:`ste_entries`)."""
+
+    def __init__(self, t: StreamTable, rows: np.ndarray, devices: dict[int, list[str]] | None = None) -> None:
+        self.t, self.idx, self.devices = t, rows, devices
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def rows(self, lo: int, hi: int) -> list[T.SteRow]:
+        return ste_entries(self.t, self.idx[lo:hi], self.devices)
+
+
+class L1Listing(Listing):
+    """The table's non-zero and missing L1 descriptors (``table.l1`` rows)."""
+
+    def __init__(self, t: StreamTable) -> None:
+        self.entries, self.split = t.l1, t.geometry.eff_split
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def rows(self, lo: int, hi: int) -> list[T.L1Row]:
+        return [
+            {
+                "index": e.index,
+                "raw": hx(e.raw),
+                "span": e.span if e.raw is not None else None,
+                "l2ptr": hx(e.l2ptr) if e.raw is not None else None,
+                "status": e.status.value,
+                "n_stes": e.n_stes,
+                "first_sid": f"{e.index << self.split:#x}",
+                "l2_in_dump": e.l2_state.value,
+                "alias_of": e.alias_of,
+            }
+            for e in self.entries[lo:hi]
+        ]
+
+
+class L1ResultListing(Listing):
+    """One ruleset's result for each visited L1 descriptor (``verdicts.*.l1`` rows)."""
+
+    def __init__(self, results: Sequence[L1Result]) -> None:
+        self.results = results
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def rows(self, lo: int, hi: int) -> list[T.L1VerdictRow]:
+        return [{"index": r.index, "result": r.result.value, "rule": r.rule, "message": r.message}
+                for r in self.results[lo:hi]]
+
+
+def l1_results_upto(verdicts: dict[str, Any], last: int) -> dict[str, dict[int, T.L1VerdictRow]]:
+    """Each ruleset's L1 results for descriptors up to index ``last``, by index: what a renderer
+    that shows the first rows needs, read only that far (the listings are in index order)."""
+    out: dict[str, dict[int, T.L1VerdictRow]] = {}
+    for name, v in verdicts.items():
+        got: dict[int, T.L1VerdictRow] = {}
+        for r in v["l1"]:
+            if r["index"] > last:
+                break
+            got[r["index"]] = r
+        out[name] = got
+    return out
 
 
 def ste_entry(t: StreamTable, k: int, full: bool = False) -> T.SteRow:
@@ -212,20 +291,7 @@ def table_model(t: StreamTable, list_all: bool, devices: dict[int, list[str]] | 
         "n_l1": g.n_l1 if two else None,
         "l1_bytes": g.l1_bytes if two else None,
         "n_ste": g.n_ste if not two else None,
-        "l1": [
-            {
-                "index": e.index,
-                "raw": hx(e.raw),
-                "span": e.span if e.raw is not None else None,
-                "l2ptr": hx(e.l2ptr) if e.raw is not None else None,
-                "status": e.status.value,
-                "n_stes": e.n_stes,
-                "first_sid": f"{e.index << g.eff_split:#x}",
-                "l2_in_dump": e.l2_state.value,
-                "alias_of": e.alias_of,
-            }
-            for e in t.l1
-        ],
+        "l1": L1Listing(t),
         "ste_summary": {
             "walked": int(len(t.sids)),
             "in_dump": int(t.known.sum()),
@@ -263,7 +329,7 @@ def verdict_model(rs_name: str, v: Verdict, assumptions: list[str] | None = None
         "level": v.level.value if v.level is not None else None,
         "detail": v.detail,
         "kernel_log": v.kernel_log,
-        "l1": [{"index": r.index, "result": r.result.value, "rule": r.rule, "message": r.message} for r in v.l1],
+        "l1": L1ResultListing(v.l1),
         "trail": [{"rule": s.rule, "outcome": s.outcome.value, "detail": s.detail} for s in v.trail],
         "unknown": v.unknown,
         "notes": v.notes,

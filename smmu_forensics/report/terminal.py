@@ -14,7 +14,7 @@ from rich.text import Text
 
 from smmu_forensics.report import answer
 from smmu_forensics.report.escape import clean
-from smmu_forensics.report.model import range_text
+from smmu_forensics.report.model import l1_results_upto, range_text
 from smmu_forensics.report.types import DiscoveryModel, Report, SidDetail, SmmuModel, TableModel
 
 DECISION_STYLE = {
@@ -209,8 +209,9 @@ def _l1(s: SmmuModel, t: TableModel, c: Console) -> None:
     lt = Table(title="L1 descriptors (non-zero)", title_justify="left")
     for col in ("index", "raw", "span", "L2Ptr", "SIDs", "status", "L2 in dump", *s["verdicts"].keys()):
         lt.add_column(col)
-    res = {name: {r["index"]: r for r in v["l1"]} for name, v in s["verdicts"].items()}
-    for e in t["l1"][:256]:
+    shown = t["l1"][:256]
+    res = l1_results_upto(s["verdicts"], shown[-1]["index"] if shown else -1)
+    for e in shown:
         first = int(e["first_sid"], 16)
         cells = [T(e["index"]), T(e["raw"] or "?"), T(e["span"] if e["span"] is not None else "?"), T(e["l2ptr"] or "?"),
                  T(f"{first:#x}-{first + max(e['n_stes'], 1) - 1:#x}" if e["n_stes"] else "-"),

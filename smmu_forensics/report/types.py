@@ -100,7 +100,7 @@ class TableModel(_TableModel, total=False):
     n_l1: int | None
     l1_bytes: int | None
     n_ste: int | None
-    l1: list[L1Row]
+    l1: Sequence[L1Row]  # a lazy L1Listing: streamed by the JSON writer
     ste_summary: SteSummary
     stes: Sequence[SteRow]  # a lazy SteListing: streamed by the JSON writer
     truncated: list[str]
@@ -132,7 +132,7 @@ class VerdictModel(TypedDict):
     level: str | None
     detail: str
     kernel_log: list[str]
-    l1: list[L1VerdictRow]
+    l1: Sequence[L1VerdictRow]  # a lazy L1ResultListing
     trail: list[StepRow]
     unknown: list[str]
     notes: list[str]

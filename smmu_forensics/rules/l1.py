@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from smmu_forensics.rules.base import Ctx, L1Outcome, L1Result, Stop, pa
+from smmu_forensics.rules.base import Ctx, L1Outcome, L1Result, L1Results, Stop, pa
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import vector
 
@@ -55,18 +55,15 @@ def l1_descriptors(ctx: Ctx) -> Stop | None:
     span, l2, fresh, rule = _rules(ctx, raw)
     reject = (rule != "") & known
     unknown = ~known
-    results = []
-    for i in np.flatnonzero((raw != 0) | unknown).tolist():
-        if unknown[i]:
-            results.append(L1Result(i, L1Outcome.UNKNOWN, None, "descriptor not in the dump"))
-        elif reject[i]:
-            r = str(rule[i])
-            results.append(L1Result(i, L1Outcome.REJECT, r, ctx.rs.rule(r).text(*_args(r, i, int(span[i]), int(l2[i])))))
-        else:
-            results.append(L1Result(i, L1Outcome.FRESH if fresh[i] else L1Outcome.ACCEPT))
+    visited = np.flatnonzero((raw != 0) | unknown)
+    code = np.where(unknown, 3, np.where(reject, 2, np.where(fresh, 1, 0)))[visited]
+    extra = [L1Result(have, L1Outcome.UNKNOWN, None, f"descriptors {have}..{num - 1} not walked")] if have < num else []
+
+    def message(i: int, r: str) -> str:
+        return ctx.rs.rule(r).text(*_args(r, i, int(span[i]), int(l2[i]))) or ""
+
+    results = L1Results(visited, code, rule[visited], message, extra)
     ctx.v.l1 = results
-    if have < num:
-        ctx.v.l1.append(L1Result(have, L1Outcome.UNKNOWN, None, f"descriptors {have}..{num - 1} not walked"))
     first_bad = int(np.flatnonzero(reject)[0]) if reject.any() else None
     first_unknown = int(np.flatnonzero(unknown)[0]) if unknown.any() else (have if have < num else None)
     if first_bad is not None:
@@ -77,7 +74,7 @@ def l1_descriptors(ctx: Ctx) -> Stop | None:
         return ctx.fail(r, *args, detail=f"L1[{first_bad}] = {int(raw[first_bad]):#018x}")
     if first_unknown is not None:
         return ctx.unknown("L1-SPAN", f"L1 descriptors from index {first_unknown} are not in the dump")
-    n_acc = sum(1 for r_ in results if r_.result is L1Outcome.ACCEPT)
+    n_acc = len(results.accepted())
     ctx.passed("L1-SPAN", f"{have} descriptors: {n_acc} populated and accepted, the rest unused")
     return None
 

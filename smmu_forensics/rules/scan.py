@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from smmu_forensics.rules.base import Ctx, L1Outcome, Stop
+from smmu_forensics.rules.base import Ctx, Stop
 from smmu_forensics.smmu import fields as L
 from smmu_forensics.smmu import vector
 from smmu_forensics.smmu.cdtable import CdTable, cd_table_bytes
@@ -33,8 +33,8 @@ def _rows(ctx: Ctx) -> tuple[np.ndarray, str | None]:
     t = ctx.table
     assert t is not None
     if t.geometry.fmt == StrtabFmt.TWO_LEVEL:
-        accepted = [r.index for r in ctx.v.l1 if r.result is L1Outcome.ACCEPT]
-        if not accepted:
+        accepted = ctx.v.l1.accepted()
+        if not len(accepted):
             return np.zeros(0, dtype=np.int64), None
         l1idx = (t.sids >> np.uint64(L.STRTAB_SPLIT)).astype(np.int64)
         rows = np.flatnonzero(np.isin(l1idx, np.asarray(accepted, dtype=np.int64)))

@@ -19,7 +19,7 @@ from smmu_forensics.dumps.base import PhysicalMemory
 from smmu_forensics.smmu.reach import Reach, walk_reach
 from smmu_forensics.smmu.recorded import DriverCopy
 from smmu_forensics.smmu.registers import Registers
-from smmu_forensics.smmu.table import MAX_WALK_STES, StreamTable, walk
+from smmu_forensics.smmu.table import StreamTable, walk
 
 __all__ = ["Snapshot", "decode"]
 
@@ -40,5 +40,5 @@ def decode(mem: PhysicalMemory | None, regs: Registers, max_stes: int | None = N
     """Walk the table the registers describe, its CD tables and the IO page tables behind them."""
     if mem is None:
         return Snapshot(regs)
-    t = walk(mem, regs, max_stes=max_stes or MAX_WALK_STES)
+    t = walk(mem, regs, max_stes=max_stes or None)
     return Snapshot(regs, t, walk_reach(mem, t) if t is not None else Reach(), recorded)

@@ -34,11 +34,17 @@ from smmu_forensics.smmu.fields import StrtabFmt, get
 from smmu_forensics.smmu.registers import Registers
 from smmu_forensics.smmu.states import L1Status, L2State, TableFormat
 
-__all__ = ["Geometry", "L1Entry", "StreamTable", "geometry", "walk", "MAX_WALK_STES"]
+__all__ = ["Geometry", "L1Entry", "StreamTable", "geometry", "walk", "walk_limit", "MAX_WALK_STES"]
 
 MAX_L1_WALK = 1 << 20  # 8 MiB of L1 descriptors (the kernel's own maximum is 2^17)
 MAX_L1_ENTRIES = 1 << 17  # non-zero descriptors decoded into L1Entry objects
 MAX_WALK_STES = 1 << 21  # 128 MiB of STEs
+#: Unless --max-stes says otherwise, a walk holds at most twice as many STE rows as the dump's
+#: memory could hold STEs (and at least this many): rows for STEs a dump does not hold cost the
+#: same 81 bytes as the others, and a 3 MB LiME file of 65,535 one-byte ranges under 2^17 L2
+#: pointers would otherwise hold 2M of them (442 MB).  Real dumps' ranges are megabytes long, so
+#: only the L2 tables straddling a range's edge add rows beyond what is held.
+MIN_WALK_STES = 1 << 16
 READ_CHUNK = 1 << 22  # bytes per read when walking a large linear table
 @dataclass
 class Geometry:
@@ -168,9 +174,10 @@ def _l1_status(span: int, l2ptr: int, split: int) -> tuple[L1Status, int]:
 class _Walker:
     """Plans the STE reads (first SID, address, count), then reads them into preallocated arrays."""
 
-    def __init__(self, mem: PhysicalMemory, max_stes: int) -> None:
+    def __init__(self, mem: PhysicalMemory, max_stes: int, why: str = "") -> None:
         self.mem = mem
         self.max_stes = max_stes
+        self.why = why
         self.tasks: list[tuple[int, int, int, L1Entry | None]] = []
         self.count = 0
         self.holes: list[Hole] = []
@@ -181,7 +188,8 @@ class _Walker:
             n_ok = max(self.max_stes - self.count, 0)
             if not any(t.startswith("STE walk stopped") for t in self.truncated):
                 self.truncated.append(
-                    f"STE walk stopped at {self.max_stes} STEs (SID {first_sid + n_ok:#x} onwards not decoded; raise with --max-stes)"
+                    f"STE walk stopped at {self.max_stes} STEs{f' ({self.why})' if self.why else ''}"
+                    f" (SID {first_sid + n_ok:#x} onwards not decoded; raise with --max-stes)"
                 )
             if entry is not None and n_ok == 0:
                 entry.l2_state = L2State.NOT_WALKED
@@ -253,12 +261,25 @@ class _Walker:
                 entry.l2_hole = first
 
 
-def walk(mem: PhysicalMemory, regs: Registers, max_stes: int = MAX_WALK_STES, read_cds: bool = True) -> StreamTable | None:
-    """Walk the stream table the registers describe; None when the table registers are unknown."""
+def walk_limit(mem: PhysicalMemory) -> tuple[int, str]:
+    """The default STE row cap for this dump and why (see MIN_WALK_STES)."""
+    held = sum(r.size for r in mem.ranges())
+    cap = min(MAX_WALK_STES, max(MIN_WALK_STES, 2 * (held // L.STE_BYTES)))
+    if cap < MAX_WALK_STES:
+        return cap, f"twice the {held // L.STE_BYTES} STEs the dump's {held} bytes could hold"
+    return cap, ""
+
+
+def walk(mem: PhysicalMemory, regs: Registers, max_stes: int | None = None, read_cds: bool = True) -> StreamTable | None:
+    """Walk the stream table the registers describe; None when the table registers are unknown.
+    ``max_stes`` caps the STEs walked (default :func:`walk_limit`)."""
     g = geometry(regs)
     if g is None:
         return None
-    w = _Walker(mem, max_stes)
+    why = ""
+    if max_stes is None:
+        max_stes, why = walk_limit(mem)
+    w = _Walker(mem, max_stes, why)
     l1_raw = np.zeros(0, dtype=np.uint64)
     l1_known = np.zeros(0, dtype=bool)
     l1_holes: list[Hole] = []
