@@ -51,6 +51,36 @@ class Bitmap:
         #: from there on neither the bits nor the ranks (descriptor indexes) can be trusted
         gap = src.unwritten(offset, nbytes) if src.has_gaps else None
         self.first_unknown: int | None = (gap[0] - offset) * 8 if gap is not None else None
+        self._data: np.ndarray | None | bool = False  # per chunk: may hold a set bit (not a file hole); False: not asked yet
+
+    def _chunks_with_data(self) -> np.ndarray | None:
+        """Which chunks hold file data: a sparse file's holes are zero bits, never read.  A kdump
+        claiming max_mapnr 2^36 has 8 GiB bitmaps; in a sparse file they cost nothing to skip."""
+        if self._data is False:
+            ext = getattr(self.src, "data_extents", None)
+            if ext is None:
+                self._data = None
+            else:
+                has = np.zeros(-(-self.nbytes // BITMAP_CHUNK), dtype=bool)
+                for off, size in ext(self.offset, self.nbytes):
+                    has[(off - self.offset) // BITMAP_CHUNK : -(-(off + size - self.offset) // BITMAP_CHUNK)] = True
+                self._data = has
+        return self._data  # type: ignore[return-value]
+
+    def _may_have_bits(self, k: int) -> bool:
+        has = self._chunks_with_data()
+        return has is None or k >= len(has) or bool(has[k])
+
+    def _popcount(self, k: int) -> int:
+        """Set bits in chunk ``k`` (0 without reading it when it is a file hole)."""
+        if not self._may_have_bits(k):
+            return 0
+        hit = self._cache.get(k)
+        if hit is not None:
+            return hit[1][-1]
+        start = k * BITMAP_CHUNK
+        arr = np.frombuffer(self.src.pread(self.offset + start, max(0, min(BITMAP_CHUNK, self.nbytes - start))), dtype=np.uint8)
+        return int(_POPCNT[arr].sum(dtype=np.int64)) if arr.any() else 0
 
     def _chunk(self, k: int) -> tuple[bytes, array]:
         hit = self._cache.get(k)
@@ -85,9 +115,7 @@ class Bitmap:
         byte = bit >> 3
         k = byte // BITMAP_CHUNK
         while len(self._prefix) <= k:
-            kk = len(self._prefix) - 1
-            _, cum = self._chunk(kk)
-            self._prefix.append(self._prefix[-1] + cum[-1])
+            self._prefix.append(self._prefix[-1] + self._popcount(len(self._prefix) - 1))
         raw, cum = self._chunk(k)
         i = byte % BITMAP_CHUNK
         n = self._prefix[k] + cum[i]
@@ -101,8 +129,12 @@ class Bitmap:
         self.truncated = False
         nbytes = min(self.nbytes, (nbits + 7) // 8)
         for start in range(0, nbytes, BITMAP_CHUNK):
-            raw = self.src.pread(self.offset + start, min(BITMAP_CHUNK, nbytes - start))
-            bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little").astype(np.int8)
+            if not self._may_have_bits(start // BITMAP_CHUNK):
+                continue  # a hole of a sparse file: no set bit
+            arr = np.frombuffer(self.src.pread(self.offset + start, min(BITMAP_CHUNK, nbytes - start)), dtype=np.uint8)
+            if not arr.any():
+                continue
+            bits = np.unpackbits(arr, bitorder="little").astype(np.int8)
             base = start * 8
             edges = np.flatnonzero(np.diff(np.concatenate(([0], bits, [0]))))
             for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist()):
