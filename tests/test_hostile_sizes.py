@@ -124,10 +124,10 @@ def test_a_million_valid_stes_as_json(tmp_path):
     regs = regs_file(tmp_path / "regs.json", [{"name": "smmu0", "strtab_base": "0x40000000", "strtab_base_cfg": hex(20), "idr1": "0x02730014"}])
     code, secs, rss, err = peak(["inspect", str(f), "--raw-base", "0x40000000", "--regs", str(regs), "--format", "json",
                                  "--all", "--rules", "latest"], tmp_path / "out")
-    assert code in (0, 1) and rss < KIB and secs < 2 * SECONDS, (code, secs, rss, err)
-    s = json.loads((tmp_path / "out").read_text())["smmus"][0]
-    assert s["table"]["ste_summary"]["valid"] == n and len(s["table"]["stes"]) == n
-    assert s["table"]["stes"][-1]["sid"] == n - 1
+    assert code in (0, 1) and rss < KIB and secs < SECONDS, (code, secs, rss, err)
+    data = (tmp_path / "out").read_bytes()  # 335 MB: counted, not parsed into a million dicts here
+    assert data.count(b'"config":"bypass"') == n and data.count(b'"in_dump":true') == n
+    assert f'"valid":{n},'.encode() in data and f'"sid":{n - 1},'.encode() in data and data.endswith(b"}\n")
 
 
 def test_kdump_claiming_2_to_the_36_pages(tmp_path):

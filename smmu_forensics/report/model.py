@@ -108,6 +108,9 @@ def decode_struct(lay: L.Layout, words: list[int], all_fields: bool = False) -> 
     return _fields(lay, _by_name(schemas.parse(lay, b"".join(int(w).to_bytes(8, "little") for w in words))), all_fields)
 
 
+_CONFIG_LABELS = [SteConfig(c).label for c in range(8)]  # Config is 3 bits: one lookup a row, not an enum
+
+
 def ste_entries(t: StreamTable, rows: np.ndarray, devices: dict[int, list[str]] | None = None) -> list[T.SteRow]:
     """JSON entries of STEs, decoded through the vectorised path (equal to Construct's).
 
@@ -124,6 +127,7 @@ def ste_entries(t: StreamTable, rows: np.ndarray, devices: dict[int, list[str]] 
     with_fields = np.flatnonzero(t.known[rows] & (v_col != 0) & (cfg_col != 0))
     decoded = dict(zip(with_fields.tolist(), _fields_columns(L.STE, words[with_fields])))
     out: list[T.SteRow] = []
+    label = _CONFIG_LABELS
     for k in range(len(rows)):
         kn = known[k]
         e: T.SteRow = {
@@ -133,7 +137,7 @@ def ste_entries(t: StreamTable, rows: np.ndarray, devices: dict[int, list[str]] 
             "in_dump": kn,
             "raw": raw[128 * k : 128 * k + 128] if kn else None,
             "valid": bool(v[k]) if kn else None,
-            "config": SteConfig(cfgs[k]).label if kn else None,
+            "config": label[cfgs[k]] if kn else None,
             "config_raw": cfgs[k] if kn else None,
         }
         if k in decoded:
