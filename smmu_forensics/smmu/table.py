@@ -263,10 +263,10 @@ class _Walker:
 
 def walk_limit(mem: PhysicalMemory) -> tuple[int, str]:
     """The default STE row cap for this dump and why (see MIN_WALK_STES)."""
-    held = sum(r.size for r in mem.ranges())
+    held = sum(r.size for r in mem.ranges() if r.state.readable)  # excluded/lost pages hold no STE either
     cap = min(MAX_WALK_STES, max(MIN_WALK_STES, 2 * (held // L.STE_BYTES)))
     if cap < MAX_WALK_STES:
-        return cap, f"twice the {held // L.STE_BYTES} STEs the dump's {held} bytes could hold"
+        return cap, f"twice the {held // L.STE_BYTES} STEs that fit in the {held} bytes the dump holds"
     return cap, ""
 
 
