@@ -208,9 +208,16 @@ class _Walker:
         start = np.cumsum(n) - n  # first row of each task
         first_sid = np.array([t[0] for t in self.tasks], dtype=np.uint64)
         first_addr = np.array([t[1] for t in self.tasks], dtype=np.uint64)
-        step = np.arange(total, dtype=np.uint64) - np.repeat(start, n).astype(np.uint64)
-        sids = np.repeat(first_sid, n) + step
-        addrs = np.repeat(first_addr, n) + step * np.uint64(L.STE_BYTES)
+        row = np.arange(total, dtype=np.uint64)
+        ustart = start.astype(np.uint64)
+        # row k of task i: SID first_sid[i] + (k - start[i]), address first_addr[i] + 64 (k - start[i]);
+        # built in place (uint64 wraps and unwraps exactly): two arrays of 8 bytes a row, no temporaries
+        sids = np.repeat(first_sid - ustart, n)
+        sids += row
+        addrs = np.repeat(first_addr - ustart * np.uint64(L.STE_BYTES), n)
+        row *= np.uint64(L.STE_BYTES)
+        addrs += row
+        del row
         for group in self._groups():
             self._read_group(group, start, flat, known)
         return sids, words, known, addrs
