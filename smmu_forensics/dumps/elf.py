@@ -48,7 +48,8 @@ class ElfMemory(SegmentMemory):
             note_blobs: list[bytes] = []
             self.notes_seen: list[str] = []
             little = hdr["e_ident"]["EI_DATA"] == "ELFDATA2LSB"
-            dt, pt = phdr_dtype(64 if hdr["e_ident"]["EI_CLASS"] == "ELFCLASS64" else 32, little)
+            self.elf_class = 64 if hdr["e_ident"]["EI_CLASS"] == "ELFCLASS64" else 32
+            dt, pt = phdr_dtype(self.elf_class, little)
             step = hdr["e_phentsize"]
             if nseg and step < dt.itemsize:
                 raise DumpError(src.name, f"e_phentsize {step} is smaller than a program header ({dt.itemsize} bytes)")
@@ -73,7 +74,6 @@ class ElfMemory(SegmentMemory):
                     notes_budget -= size
             self.phdr_table = ph
             self.pt_load = pt["PT_LOAD"]
-            self.elf_class = 64 if hdr["e_ident"]["EI_CLASS"] == "ELFCLASS64" else 32
             self.little_endian = little
             self.machine = str(hdr["e_machine"])
             self.e_flags = hdr["e_flags"]

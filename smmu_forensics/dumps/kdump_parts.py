@@ -78,17 +78,20 @@ class Bitmap:
         hit = self._cache.get(k)
         if hit is not None:
             return hit[1][-1]
-        start = k * BITMAP_CHUNK
-        arr = np.frombuffer(self.src.pread(self.offset + start, max(0, min(BITMAP_CHUNK, self.nbytes - start))), dtype=np.uint8)
+        arr = np.frombuffer(self._read(k), dtype=np.uint8)
         return int(_POPCNT[arr].sum(dtype=np.int64)) if arr.any() else 0
+
+    def _read(self, k: int) -> bytes:
+        """Chunk ``k``'s bytes; an unwritten tail reads as zero."""
+        want = max(0, min(BITMAP_CHUNK, self.nbytes - k * BITMAP_CHUNK))
+        raw = self.src.pread(self.offset + k * BITMAP_CHUNK, want)
+        return raw if len(raw) == want else raw + bytes(want - len(raw))
 
     def _chunk(self, k: int) -> tuple[bytes, array]:
         hit = self._cache.get(k)
         if hit is not None:
             return hit
-        start = k * BITMAP_CHUNK
-        raw = self.src.pread(self.offset + start, max(0, min(BITMAP_CHUNK, self.nbytes - start)))
-        raw += bytes(max(0, min(BITMAP_CHUNK, self.nbytes - start) - len(raw)))  # unwritten tail reads as zero
+        raw = self._read(k)
         arr = np.frombuffer(raw, dtype=np.uint8)
         cum = array("q", np.concatenate(([0], np.cumsum(_POPCNT[arr], dtype=np.int64))).tobytes())
         if len(self._cache) >= 8:

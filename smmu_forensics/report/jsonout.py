@@ -27,18 +27,9 @@ STREAM_DEPTH = 5  # report -> smmus -> smmu -> verdicts -> ruleset (its l1 listi
 STREAM_LIST = 256  # longer lists (ranges, findings) are one json.dumps call: the listings sit in short ones (smmus)
 
 
-def _materialise(x: Any, depth: int = 0) -> Any:
-    if isinstance(x, Listing):
-        return list(x)
-    if depth < STREAM_DEPTH and isinstance(x, dict):
-        return {k: _materialise(v, depth + 1) for k, v in x.items()}
-    if depth < STREAM_DEPTH and isinstance(x, list):
-        return [_materialise(v, depth + 1) for v in x]
-    return x
-
-
 def _listed(x: Any) -> Any:
-    """json.dumps' fallback: a Listing met inside a plain value is written as a list (correct, not streamed)."""
+    """json.dumps' fallback: a Listing met inside a plain value (or anywhere when indented) is written
+    as a list, correct but not streamed."""
     if isinstance(x, Listing):
         return list(x)
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
@@ -73,7 +64,7 @@ def _stream(x: Any, out: IO[str], depth: int) -> None:
 def write(obj: Any, out: IO[str], pretty: bool) -> None:
     """Write ``obj`` as JSON and a newline: indented when ``pretty``, else compact and streamed."""
     if pretty:
-        out.write(json.dumps(_materialise(obj), indent=1, default=_listed) + "\n")
+        out.write(json.dumps(obj, indent=1, default=_listed) + "\n")
     else:
         _stream(obj, out, 0)
         out.write("\n")

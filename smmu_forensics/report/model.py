@@ -173,8 +173,7 @@ class Listing(Sequence[Any]):
         n = len(self)
         if isinstance(i, slice):
             lo, hi, step = i.indices(n)
-            got = self.rows(lo, max(lo, hi)) if step == 1 else [self[j] for j in range(lo, hi, step)]
-            return got
+            return self.rows(lo, max(lo, hi)) if step == 1 else [self[j] for j in range(lo, hi, step)]
         if i < 0:
             i += n
         if not 0 <= i < n:

@@ -56,7 +56,9 @@ def l1_descriptors(ctx: Ctx) -> Stop | None:
     reject = (rule != "") & known
     unknown = ~known
     visited = np.flatnonzero((raw != 0) | unknown)
-    code = np.where(unknown, 3, np.where(reject, 2, np.where(fresh, 1, 0)))[visited]
+    c = L1Results.CODES.index
+    code = np.where(unknown, c(L1Outcome.UNKNOWN), np.where(reject, c(L1Outcome.REJECT),
+                    np.where(fresh, c(L1Outcome.FRESH), c(L1Outcome.ACCEPT))))[visited]
     extra = [L1Result(have, L1Outcome.UNKNOWN, None, f"descriptors {have}..{num - 1} not walked")] if have < num else []
 
     def message(i: int, r: str) -> str:
